@@ -1,0 +1,34 @@
+# EmberDB developer entry points. `make run` and `make test` are all a fresh machine needs.
+#
+# One build profile (release) serves the server, the tests and the benches, so RocksDB's
+# C++ is compiled once; the target dir lives outside the checkout so fresh clones reuse it.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/emberdb/target
+CARGO ?= cargo
+DATA_DIR ?= ./data
+
+.PHONY: setup run build test lint bench clean-data
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release --workspace --bins
+
+## Run the server on an embedded default (data in ./data, gRPC 127.0.0.1:50051, metrics 127.0.0.1:9464).
+run: setup
+	$(CARGO) run --release -p emberdb-server --bin emberdb -- --data-dir $(DATA_DIR)
+
+## Run the whole test suite.
+test: setup
+	$(CARGO) test --release --workspace --no-fail-fast
+
+lint: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+## Benchmarks (see benches/README.md).
+bench: setup
+	$(CARGO) bench -p emberdb-benches
+
+clean-data:
+	rm -rf $(DATA_DIR)

@@ -1,0 +1,295 @@
+//! Typed async client for EmberDB's gRPC API.
+//!
+//! **Architecture invariant:** depends on `emberdb-proto` only, never on the
+//! server or storage crates.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut c = emberdb_client::Client::connect("http://127.0.0.1:50051").await?;
+//! c.create_version("images", "resnet-v1", 128, emberdb_client::Metric::L2).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod formats;
+
+pub use emberdb_proto::v1 as pb;
+pub use pb::{Metric, Neighbor, Point};
+
+use pb::collections_client::CollectionsClient;
+use pb::points_client::PointsClient;
+use tonic::Status;
+use tonic::transport::Channel;
+
+/// Largest message the client sends or accepts by default.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A connection to one EmberDB server. Cheap to clone (one HTTP/2 channel).
+#[derive(Debug, Clone)]
+pub struct Client {
+    collections: CollectionsClient<Channel>,
+    points: PointsClient<Channel>,
+}
+
+/// Search options beyond the query and k.
+#[derive(Debug, Clone, Default)]
+pub struct SearchOptions {
+    /// 0 means the server default.
+    pub ef: u32,
+    pub exact: bool,
+    pub filter: Option<pb::Filter>,
+}
+
+impl Client {
+    /// Connects to `addr`, e.g. `http://127.0.0.1:50051`.
+    pub async fn connect(addr: impl Into<String>) -> Result<Self, ConnectError> {
+        let addr = addr.into();
+        let channel = Channel::from_shared(addr.clone())
+            .map_err(|e| ConnectError::InvalidAddress(format!("{addr}: {e}")))?
+            .connect()
+            .await?;
+        Ok(Self::from_channel(channel, DEFAULT_MAX_MESSAGE_BYTES))
+    }
+
+    pub fn from_channel(channel: Channel, max_message_bytes: usize) -> Self {
+        Client {
+            collections: CollectionsClient::new(channel.clone())
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes),
+            points: PointsClient::new(channel)
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes),
+        }
+    }
+
+    pub async fn create_version(
+        &mut self,
+        collection: &str,
+        version: &str,
+        dimension: u32,
+        metric: Metric,
+    ) -> Result<pb::VersionInfo, Status> {
+        self.create_version_with(pb::CreateVersionRequest {
+            collection: collection.into(),
+            version: version.into(),
+            dimension,
+            metric: metric as i32,
+            hnsw: None,
+        })
+        .await
+    }
+
+    pub async fn create_version_with(
+        &mut self,
+        req: pb::CreateVersionRequest,
+    ) -> Result<pb::VersionInfo, Status> {
+        let r = self.collections.create_version(req).await?.into_inner();
+        r.version
+            .ok_or_else(|| Status::internal("server sent no version"))
+    }
+
+    pub async fn list_collections(&mut self) -> Result<Vec<pb::CollectionInfo>, Status> {
+        Ok(self
+            .collections
+            .list_collections(pb::ListCollectionsRequest {})
+            .await?
+            .into_inner()
+            .collections)
+    }
+
+    pub async fn describe(
+        &mut self,
+        collection: &str,
+        version: &str,
+    ) -> Result<pb::VersionInfo, Status> {
+        let r = self
+            .collections
+            .describe_version(pb::DescribeVersionRequest {
+                collection: collection.into(),
+                version: version.into(),
+            })
+            .await?
+            .into_inner();
+        r.version
+            .ok_or_else(|| Status::internal("server sent no version"))
+    }
+
+    pub async fn drop_version(&mut self, collection: &str, version: &str) -> Result<(), Status> {
+        self.collections
+            .drop_version(pb::DropVersionRequest {
+                collection: collection.into(),
+                version: version.into(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn drop_collection(&mut self, collection: &str) -> Result<(), Status> {
+        self.collections
+            .drop_collection(pb::DropCollectionRequest {
+                collection: collection.into(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Returns the version the alias pointed to before ("" when new).
+    pub async fn set_alias(
+        &mut self,
+        collection: &str,
+        alias: &str,
+        version: &str,
+    ) -> Result<String, Status> {
+        Ok(self
+            .collections
+            .set_alias(pb::SetAliasRequest {
+                collection: collection.into(),
+                alias: alias.into(),
+                version: version.into(),
+            })
+            .await?
+            .into_inner()
+            .previous_version)
+    }
+
+    pub async fn delete_alias(&mut self, collection: &str, alias: &str) -> Result<(), Status> {
+        self.collections
+            .delete_alias(pb::DeleteAliasRequest {
+                collection: collection.into(),
+                alias: alias.into(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn upsert(
+        &mut self,
+        collection: &str,
+        version: &str,
+        points: Vec<Point>,
+    ) -> Result<u64, Status> {
+        Ok(self
+            .points
+            .upsert(pb::UpsertRequest {
+                collection: collection.into(),
+                version: version.into(),
+                points,
+            })
+            .await?
+            .into_inner()
+            .upserted)
+    }
+
+    /// Streams batches; each is committed atomically and durably by the server.
+    pub async fn upsert_stream(
+        &mut self,
+        batches: impl futures::Stream<Item = pb::UpsertRequest> + Send + 'static,
+    ) -> Result<u64, Status> {
+        Ok(self
+            .points
+            .upsert_stream(batches)
+            .await?
+            .into_inner()
+            .upserted)
+    }
+
+    pub async fn delete(
+        &mut self,
+        collection: &str,
+        version: &str,
+        ids: Vec<u64>,
+    ) -> Result<u64, Status> {
+        Ok(self
+            .points
+            .delete(pb::DeleteRequest {
+                collection: collection.into(),
+                version: version.into(),
+                ids,
+            })
+            .await?
+            .into_inner()
+            .deleted)
+    }
+
+    pub async fn get(
+        &mut self,
+        collection: &str,
+        version: &str,
+        ids: Vec<u64>,
+        with_vectors: bool,
+    ) -> Result<Vec<Point>, Status> {
+        Ok(self
+            .points
+            .get(pb::GetRequest {
+                collection: collection.into(),
+                version: version.into(),
+                ids,
+                with_vectors,
+            })
+            .await?
+            .into_inner()
+            .points)
+    }
+
+    pub async fn search(
+        &mut self,
+        collection: &str,
+        version: &str,
+        vector: Vec<f32>,
+        k: u32,
+        opts: SearchOptions,
+    ) -> Result<Vec<Neighbor>, Status> {
+        Ok(self
+            .points
+            .search(pb::SearchRequest {
+                collection: collection.into(),
+                version: version.into(),
+                vector,
+                k,
+                ef: opts.ef,
+                exact: opts.exact,
+                filter: opts.filter,
+            })
+            .await?
+            .into_inner()
+            .neighbors)
+    }
+
+    pub async fn search_batch(
+        &mut self,
+        collection: &str,
+        version: &str,
+        queries: Vec<Vec<f32>>,
+        k: u32,
+        opts: SearchOptions,
+    ) -> Result<Vec<Vec<Neighbor>>, Status> {
+        Ok(self
+            .points
+            .search_batch(pb::SearchBatchRequest {
+                collection: collection.into(),
+                version: version.into(),
+                queries: queries
+                    .into_iter()
+                    .map(|vector| pb::SearchQuery { vector })
+                    .collect(),
+                k,
+                ef: opts.ef,
+                exact: opts.exact,
+                filter: opts.filter,
+            })
+            .await?
+            .into_inner()
+            .results
+            .into_iter()
+            .map(|r| r.neighbors)
+            .collect())
+    }
+}
+
+/// Why a connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("invalid server address {0}")]
+    InvalidAddress(String),
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+}

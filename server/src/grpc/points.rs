@@ -1,0 +1,171 @@
+//! `emberdb.v1.Points`: thin handlers over the engine.
+
+use std::sync::Arc;
+
+use emberdb_proto::v1 as pb;
+use emberdb_proto::v1::points_server::Points;
+use emberdb_storage::{SearchParams, validate};
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::blocking::Blocking;
+use super::convert;
+
+pub struct PointsService {
+    pub blocking: Arc<Blocking>,
+}
+
+impl PointsService {
+    async fn upsert_one(&self, r: pb::UpsertRequest) -> Result<u64, Status> {
+        let pb::UpsertRequest {
+            collection,
+            version,
+            points,
+        } = r;
+        let points: Vec<_> = points.into_iter().map(convert::point_in).collect();
+        self.blocking
+            .run(move |e| e.upsert(&collection, &version, &points))
+            .await
+    }
+}
+
+#[tonic::async_trait]
+impl Points for PointsService {
+    async fn upsert(
+        &self,
+        req: Request<pb::UpsertRequest>,
+    ) -> Result<Response<pb::UpsertResponse>, Status> {
+        let upserted = self.upsert_one(req.into_inner()).await?;
+        Ok(Response::new(pb::UpsertResponse { upserted }))
+    }
+
+    /// Each message is one atomic, durable batch. On an error, the batches before
+    /// it stay committed and the status says which message failed.
+    async fn upsert_stream(
+        &self,
+        req: Request<Streaming<pb::UpsertRequest>>,
+    ) -> Result<Response<pb::UpsertResponse>, Status> {
+        let mut stream = req.into_inner();
+        let mut upserted = 0;
+        let mut index = 0usize;
+        while let Some(msg) = stream.next().await {
+            let msg = msg?;
+            upserted += self.upsert_one(msg).await.map_err(|s| {
+                Status::new(
+                    s.code(),
+                    format!(
+                        "message {index} (after {upserted} points committed): {}",
+                        s.message()
+                    ),
+                )
+            })?;
+            index += 1;
+        }
+        Ok(Response::new(pb::UpsertResponse { upserted }))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let pb::DeleteRequest {
+            collection,
+            version,
+            ids,
+        } = req.into_inner();
+        let deleted = self
+            .blocking
+            .run(move |e| e.delete(&collection, &version, &ids))
+            .await?;
+        Ok(Response::new(pb::DeleteResponse { deleted }))
+    }
+
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let pb::GetRequest {
+            collection,
+            version,
+            ids,
+            with_vectors,
+        } = req.into_inner();
+        let points = self
+            .blocking
+            .run(move |e| e.get(&collection, &version, &ids, with_vectors))
+            .await?;
+        Ok(Response::new(pb::GetResponse {
+            points: points.into_iter().map(convert::point_out).collect(),
+        }))
+    }
+
+    async fn search(
+        &self,
+        req: Request<pb::SearchRequest>,
+    ) -> Result<Response<pb::SearchResponse>, Status> {
+        let pb::SearchRequest {
+            collection,
+            version,
+            vector,
+            k,
+            ef,
+            exact,
+            filter,
+        } = req.into_inner();
+        let (k, ef) = validate::k_and_ef(k, ef).map_err(crate::error::to_status)?;
+        let filter = convert::filter(filter);
+        let hits = self
+            .blocking
+            .run(move |e| {
+                let params = SearchParams {
+                    k,
+                    ef,
+                    exact,
+                    filter: filter.as_ref(),
+                };
+                e.search(&collection, &version, &vector, params)
+            })
+            .await?;
+        Ok(Response::new(pb::SearchResponse {
+            neighbors: convert::neighbors(hits),
+        }))
+    }
+
+    async fn search_batch(
+        &self,
+        req: Request<pb::SearchBatchRequest>,
+    ) -> Result<Response<pb::SearchBatchResponse>, Status> {
+        let pb::SearchBatchRequest {
+            collection,
+            version,
+            queries,
+            k,
+            ef,
+            exact,
+            filter,
+        } = req.into_inner();
+        let (k, ef) = validate::k_and_ef(k, ef).map_err(crate::error::to_status)?;
+        let filter = convert::filter(filter);
+        let queries: Vec<Vec<f32>> = queries
+            .into_iter()
+            .map(|pb::SearchQuery { vector }| vector)
+            .collect();
+        let results = self
+            .blocking
+            .run(move |e| {
+                let params = SearchParams {
+                    k,
+                    ef,
+                    exact,
+                    filter: filter.as_ref(),
+                };
+                e.search_batch(&collection, &version, &queries, params)
+            })
+            .await?;
+        Ok(Response::new(pb::SearchBatchResponse {
+            results: results
+                .into_iter()
+                .map(|hits| pb::SearchResult {
+                    neighbors: convert::neighbors(hits),
+                })
+                .collect(),
+        }))
+    }
+}

@@ -1,0 +1,109 @@
+//! EmberDB's gRPC server: the transport, conversions between protobuf and the
+//! storage engine's types, and Prometheus metrics.
+//!
+//! **Architecture invariant:** this is the only crate that sees both the proto
+//! types and the storage engine; business logic lives in `emberdb-storage`.
+
+pub mod error;
+pub mod grpc;
+pub mod metrics;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use emberdb_storage::{Engine, EngineConfig};
+use tokio::net::TcpListener;
+
+/// Default cap on one gRPC message (each direction).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// What `run` needs besides its listeners.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub max_message_bytes: usize,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ServerConfig {
+            data_dir: data_dir.into(),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+        }
+    }
+}
+
+/// Opens the engine, serves gRPC (and `/metrics` when a listener is given) until
+/// `shutdown` resolves, drains requests, then closes the engine: pending index
+/// generations are committed and the WAL is synced.
+pub async fn run(
+    config: ServerConfig,
+    grpc: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    let engine =
+        tokio::task::spawn_blocking(move || Engine::open(EngineConfig::new(data_dir))).await??;
+    let engine = Arc::new(engine);
+    let metrics = metrics::Metrics::new()?;
+
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let metrics_task = metrics_listener.map(|l| {
+        let m = metrics.clone();
+        let e = engine.clone();
+        let refresh: Arc<dyn Fn() + Send + Sync> = Arc::new(move || refresh_gauges(&m, &e));
+        let mut rx = stop_tx.subscribe();
+        let m = metrics.clone();
+        tokio::spawn(async move {
+            metrics::serve(l, m, refresh, async move {
+                let _ = rx.recv().await;
+            })
+            .await
+        })
+    });
+
+    tracing::info!(addr = %grpc.local_addr()?, "serving gRPC");
+    let served = grpc::serve(
+        engine.clone(),
+        grpc,
+        metrics,
+        config.max_message_bytes,
+        shutdown,
+    )
+    .await;
+    let _ = stop_tx.send(());
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
+    tracing::info!("closing storage");
+    tokio::task::spawn_blocking(move || engine.close()).await??;
+    served
+}
+
+/// Updates scrape-time gauges from the engine.
+fn refresh_gauges(m: &metrics::Metrics, engine: &Engine) {
+    if let Ok(collections) = engine.list_collections() {
+        m.points.reset();
+        for c in collections {
+            for v in c.versions {
+                m.points
+                    .with_label_values(&[c.name.as_str(), v.version.as_str()])
+                    .set(v.point_count as i64);
+            }
+        }
+    }
+    let s = engine.stats();
+    for (reason, counter) in [
+        ("corrupt", &s.rebuilds_corrupt),
+        ("dead_points", &s.rebuilds_dead),
+    ] {
+        let c = m.index_rebuilds.with_label_values(&[reason]);
+        let want = counter.load(Ordering::Relaxed);
+        if want > c.get() {
+            c.inc_by(want - c.get());
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! `emberdb`: the EmberDB server binary.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+use emberdb_server::{DEFAULT_MAX_MESSAGE_BYTES, ServerConfig};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// EmberDB: a vector database that tells ML teams where their embedding model fails.
+#[derive(Debug, Parser)]
+#[command(name = "emberdb", version)]
+struct Args {
+    /// Directory holding RocksDB and the index files (created if missing).
+    #[arg(long, env = "EMBERDB_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// gRPC listen address.
+    #[arg(long, env = "EMBERDB_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    grpc_addr: String,
+    /// Prometheus `/metrics` listen address ("off" disables it).
+    #[arg(long, env = "EMBERDB_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    metrics_addr: String,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Largest gRPC message accepted or sent, in bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    max_message_bytes: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = EnvFilter::try_from_env("EMBERDB_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,hnsw_rs=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    // hnsw_rs logs through `log`.
+    let _ = tracing_log::LogTracer::init();
+
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            let grpc = tokio::net::TcpListener::bind(&args.grpc_addr).await?;
+            let metrics = if args.metrics_addr == "off" {
+                None
+            } else {
+                Some(tokio::net::TcpListener::bind(&args.metrics_addr).await?)
+            };
+            let config = ServerConfig {
+                data_dir: args.data_dir,
+                max_message_bytes: args.max_message_bytes,
+            };
+            emberdb_server::run(config, grpc, metrics, shutdown_signal()).await
+        })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install SIGTERM handler");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutdown signal received; draining");
+}

@@ -1,0 +1,247 @@
+//! Prometheus metrics: a tower layer that counts every gRPC request and records
+//! its latency by `{method, code}`, and a small HTTP server for `/metrics` on its
+//! own (loopback by default) port.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use tokio::net::TcpListener;
+
+/// Every RPC path we serve, sorted; anything else is labelled `other` so user
+/// input never becomes a label value.
+pub const METHODS: &[&str] = &[
+    "/emberdb.v1.Collections/CreateVersion",
+    "/emberdb.v1.Collections/DeleteAlias",
+    "/emberdb.v1.Collections/DescribeVersion",
+    "/emberdb.v1.Collections/DropCollection",
+    "/emberdb.v1.Collections/DropVersion",
+    "/emberdb.v1.Collections/ListCollections",
+    "/emberdb.v1.Collections/SetAlias",
+    "/emberdb.v1.Points/Delete",
+    "/emberdb.v1.Points/Get",
+    "/emberdb.v1.Points/Search",
+    "/emberdb.v1.Points/SearchBatch",
+    "/emberdb.v1.Points/Upsert",
+    "/emberdb.v1.Points/UpsertStream",
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+];
+
+/// gRPC status code names, indexed by code.
+const CODES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+pub fn method_label(path: &str) -> &'static str {
+    match METHODS.binary_search(&path) {
+        Ok(i) => METHODS[i].rsplit('/').next().unwrap_or("other"),
+        Err(_) => "other",
+    }
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    pub points: IntGaugeVec,
+    pub index_rebuilds: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Arc<Metrics>, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "emberdb_grpc_requests_total",
+                "gRPC requests by method and status code",
+            ),
+            &["method", "code"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "emberdb_grpc_request_duration_seconds",
+                "gRPC request latency",
+            )
+            .buckets(prometheus::exponential_buckets(1e-4, 2.0, 16)?),
+            &["method"],
+        )?;
+        let points = IntGaugeVec::new(
+            Opts::new("emberdb_points", "Live points per collection version"),
+            &["collection", "version"],
+        )?;
+        let index_rebuilds = IntCounterVec::new(
+            Opts::new(
+                "emberdb_index_rebuilds_total",
+                "HNSW graphs rebuilt, by reason",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(points.clone()))?;
+        registry.register(Box::new(index_rebuilds.clone()))?;
+        Ok(Arc::new(Metrics {
+            registry,
+            requests,
+            latency,
+            points,
+            index_rebuilds,
+        }))
+    }
+
+    fn observe(&self, method: &str, code: &str, started: Instant) {
+        self.requests.with_label_values(&[method, code]).inc();
+        self.latency
+            .with_label_values(&[method])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "encoding metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// Tower layer recording request count and latency.
+#[derive(Clone)]
+pub struct MetricsLayer(pub Arc<Metrics>);
+
+impl<S> tower_layer::Layer<S> for MetricsLayer {
+    type Service = MetricsService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        MetricsService {
+            inner,
+            metrics: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct MetricsService<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, B, RB> tower_service::Service<http::Request<B>> for MetricsService<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<RB>> + Send,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let method = method_label(req.uri().path());
+        let started = Instant::now();
+        let metrics = self.metrics.clone();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let res = fut.await;
+            let code = match &res {
+                // tonic sends handler errors trailers-only, so grpc-status is a header;
+                // a unary response without it completed OK.
+                Ok(r) => r
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .and_then(|c| CODES.get(c).copied())
+                    .unwrap_or("OK"),
+                Err(_) => "UNKNOWN",
+            };
+            metrics.observe(method, code, started);
+            res
+        })
+    }
+}
+
+/// Serves `GET /metrics` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    refresh: Arc<dyn Fn() + Send + Sync>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let conn = tokio::select! {
+            _ = &mut shutdown => return,
+            c = listener.accept() => c,
+        };
+        let Ok((stream, _)) = conn else { continue };
+        let metrics = metrics.clone();
+        let refresh = refresh.clone();
+        tokio::spawn(async move {
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let metrics = metrics.clone();
+                    let refresh = refresh.clone();
+                    async move {
+                        let resp = if req.uri().path() == "/metrics" {
+                            refresh();
+                            hyper::Response::builder()
+                                .header("content-type", "text/plain; version=0.0.4")
+                                .body(Full::new(Bytes::from(metrics.render())))
+                        } else {
+                            hyper::Response::builder()
+                                .status(404)
+                                .body(Full::new(Bytes::from_static(b"not found\n")))
+                        };
+                        Ok::<_, Infallible>(resp.unwrap_or_default())
+                    }
+                });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_sorted_and_labelled() {
+        let mut sorted = METHODS.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(sorted, METHODS);
+        assert_eq!(method_label("/emberdb.v1.Points/Search"), "Search");
+        assert_eq!(method_label("/evil/../path"), "other");
+    }
+}

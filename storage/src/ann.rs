@@ -1,0 +1,146 @@
+//! The approximate-nearest-neighbour index behind a small trait of our own, so
+//! hnsw_rs (its lifetimes, panics and missing delete) stays in this module and
+//! [`crate::mmap`].
+//!
+//! Ids seen here are dense in-memory **slots**, never user ids: hnsw_rs does not
+//! deduplicate, so a user id updated twice would otherwise be two live points.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+use std::sync::Arc;
+
+use hnsw_rs::prelude::{AnnT, Distance, Hnsw};
+
+use crate::distance::l2sq;
+use crate::error::{Error, Result};
+use crate::mmap::LoadedGraph;
+
+/// The graph distance: squared L2 via simsimd. Cosine versions store unit
+/// vectors, so the same kernel ranks them. Renaming this type makes old dumps
+/// fail to load (hnsw_rs compares type names), which we treat as "rebuild".
+#[derive(Debug, Default, Clone, Copy)]
+pub struct GraphL2;
+
+impl Distance<f32> for GraphL2 {
+    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
+        // hnsw_rs panics on NaN and asserts non-negative distances; inputs are
+        // validated finite and l2sq clamps at 0, so this is belt and braces.
+        let d = l2sq(a, b);
+        if d.is_nan() { f32::MAX } else { d }
+    }
+}
+
+/// hnsw_rs requires 16 layers for a dump to succeed (see notes on `file_dump`).
+const MAX_LAYER: usize = 16;
+
+/// What every ANN implementation offers.
+pub trait AnnIndex: Send + Sync {
+    /// Inserts points (slot, vector). Slots must be new to this index.
+    fn insert(&self, points: &[(usize, &[f32])]) -> Result<()>;
+    /// Up to `k` (slot, graph distance) pairs passing `filter`, nearest first.
+    fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        filter: &(dyn Fn(usize) -> bool + Sync),
+    ) -> Result<Vec<(usize, f32)>>;
+    /// Number of points inserted.
+    fn len(&self) -> usize;
+    /// Whether the index holds no point.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Writes the index into an existing, empty directory and returns the basename used.
+    fn dump(&self, dir: &Path) -> Result<String>;
+}
+
+enum Graph {
+    Built(Hnsw<'static, f32, GraphL2>),
+    Loaded(LoadedGraph),
+}
+
+/// hnsw_rs-backed index.
+pub struct HnswIndex {
+    graph: Graph,
+    pool: Arc<rayon::ThreadPool>,
+}
+
+impl HnswIndex {
+    /// A new empty graph. `m` is validated by the caller (4..=128; hnsw_rs exits the process above 256).
+    pub fn new(
+        m: usize,
+        ef_construction: usize,
+        capacity: usize,
+        pool: Arc<rayon::ThreadPool>,
+    ) -> Self {
+        let hnsw = Hnsw::new(m, capacity.max(1024), MAX_LAYER, ef_construction, GraphL2);
+        HnswIndex {
+            graph: Graph::Built(hnsw),
+            pool,
+        }
+    }
+
+    /// Reloads a dump (data file memory-mapped).
+    pub fn load(dir: &Path, basename: &str, pool: Arc<rayon::ThreadPool>) -> Result<Self> {
+        Ok(HnswIndex {
+            graph: Graph::Loaded(LoadedGraph::load(dir, basename)?),
+            pool,
+        })
+    }
+
+    fn hnsw(&self) -> &Hnsw<'static, f32, GraphL2> {
+        match &self.graph {
+            Graph::Built(h) => h,
+            Graph::Loaded(l) => l.hnsw(),
+        }
+    }
+}
+
+fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|_| Error::Internal(format!("hnsw {what} panicked")))
+}
+
+impl AnnIndex for HnswIndex {
+    fn insert(&self, points: &[(usize, &[f32])]) -> Result<()> {
+        let batch: Vec<(&[f32], usize)> = points.iter().map(|(s, v)| (*v, *s)).collect();
+        let hnsw = self.hnsw();
+        guarded("insert", || {
+            // Our own pool, so a build never starves searches on the blocking pool.
+            self.pool.install(|| hnsw.parallel_insert_slice(&batch))
+        })
+    }
+
+    fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        filter: &(dyn Fn(usize) -> bool + Sync),
+    ) -> Result<Vec<(usize, f32)>> {
+        let f = |id: &usize| filter(*id);
+        let found = guarded("search", || {
+            self.hnsw().search_filter(query, k, ef, Some(&f))
+        })?;
+        Ok(found
+            .into_iter()
+            .map(|n| (n.d_id, n.distance.max(0.0)))
+            .collect())
+    }
+
+    fn len(&self) -> usize {
+        self.hnsw().get_nb_point()
+    }
+
+    fn dump(&self, dir: &Path) -> Result<String> {
+        if !dir.is_dir() {
+            // hnsw_rs panics on a missing directory.
+            return Err(Error::Internal(format!(
+                "dump dir {} missing",
+                dir.display()
+            )));
+        }
+        guarded("dump", || self.hnsw().file_dump(dir, "graph"))?
+            .map_err(|e| Error::Internal(format!("hnsw dump: {e}")))
+    }
+}

@@ -1,0 +1,306 @@
+//! Index generations on disk: the HNSW dump is a derived cache of RocksDB.
+//!
+//! Layout under `<data>/index/<version id>/`:
+//! - `gen-<n>/graph.hnsw.graph`, `gen-<n>/graph.hnsw.data`: the hnsw_rs dump;
+//! - `gen-<n>/slots.bin`: slot → (point id, op seq) for every slot in the graph;
+//! - `MANIFEST`: which generation is current, with sizes and CRC32C of every file.
+//!
+//! Commit protocol: write the generation into a fresh directory, fsync its files
+//! and the directory, write `MANIFEST.tmp`, fsync, rename to `MANIFEST`, fsync the
+//! version directory. The rename is the commit point. Any check failing on open
+//! means "rebuild from RocksDB", never "trust the file".
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::mmap::file_crc32c;
+
+const MANIFEST_MAGIC: &[u8; 8] = b"EMBMANI\x01";
+const SLOTS_MAGIC: &[u8; 8] = b"EMBSLOT\x01";
+/// Bumped whenever any file of a generation changes meaning.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// One file of a generation with its size and checksum.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub name: String,
+    pub size: u64,
+    pub crc32c: u32,
+}
+
+/// The committed description of one generation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub generation: u64,
+    /// Basename hnsw_rs actually used for the dump.
+    pub basename: String,
+    pub files: Vec<FileEntry>,
+    /// Highest op sequence whose effects the slot map reflects.
+    pub applied_seq: u64,
+    /// Number of slots covered (graph DataIds are < this).
+    pub slot_count: u64,
+    /// Points in the graph (hnsw_rs's own count).
+    pub graph_points: u64,
+    pub dim: u32,
+    pub metric: String,
+    pub m: u32,
+    pub ef_construction: u32,
+    pub hnsw_rs_version: String,
+}
+
+/// Slot map entry: which point (and which write of it) a graph slot holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotEntry {
+    pub id: u64,
+    pub seq: u64,
+}
+
+fn io(ctx: &str, p: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let c = format!("{ctx} {}", p.display());
+    move |e| Error::io(c, e)
+}
+
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(io("fsync dir", dir))
+}
+
+/// Writes `bytes` durably to `path` via a temp file and rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::Internal("no parent".into()))?;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp).map_err(io("create", &tmp))?;
+        f.write_all(bytes).map_err(io("write", &tmp))?;
+        f.sync_all().map_err(io("fsync", &tmp))?;
+    }
+    fs::rename(&tmp, path).map_err(io("rename", &tmp))?;
+    fsync_dir(dir)
+}
+
+fn with_crc(magic: &[u8; 8], body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 20);
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(body);
+    out.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+    out
+}
+
+fn check_crc<'a>(magic: &[u8; 8], bytes: &'a [u8], what: &str) -> Result<&'a [u8]> {
+    let bad = |why: &str| Error::DataCorruption(format!("{what}: {why}"));
+    if bytes.len() < 20 || &bytes[..8] != magic {
+        return Err(bad("bad magic or too short"));
+    }
+    let len = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")) as usize;
+    if bytes.len() != 16 + len + 4 {
+        return Err(bad("length mismatch"));
+    }
+    let body = &bytes[16..16 + len];
+    let crc = u32::from_le_bytes(bytes[16 + len..].try_into().expect("4 bytes"));
+    if crc32c::crc32c(body) != crc {
+        return Err(bad("checksum mismatch"));
+    }
+    Ok(body)
+}
+
+pub fn encode_slots(slots: &[SlotEntry]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(slots.len() * 16);
+    for s in slots {
+        body.extend_from_slice(&s.id.to_le_bytes());
+        body.extend_from_slice(&s.seq.to_le_bytes());
+    }
+    with_crc(SLOTS_MAGIC, &body)
+}
+
+pub fn decode_slots(bytes: &[u8]) -> Result<Vec<SlotEntry>> {
+    let body = check_crc(SLOTS_MAGIC, bytes, "slots.bin")?;
+    if body.len() % 16 != 0 {
+        return Err(Error::DataCorruption("slots.bin: ragged body".into()));
+    }
+    Ok(body
+        .chunks_exact(16)
+        .map(|c| SlotEntry {
+            id: u64::from_le_bytes(c[..8].try_into().expect("8")),
+            seq: u64::from_le_bytes(c[8..].try_into().expect("8")),
+        })
+        .collect())
+}
+
+/// Paths of one version's index directory.
+#[derive(Debug, Clone)]
+pub struct IndexDir {
+    pub root: PathBuf,
+}
+
+impl IndexDir {
+    pub fn new(index_root: &Path, version_id: u64) -> Self {
+        IndexDir {
+            root: index_root.join(version_id.to_string()),
+        }
+    }
+
+    pub fn gen_dir(&self, generation: u64) -> PathBuf {
+        self.root.join(format!("gen-{generation}"))
+    }
+
+    fn manifest_path(&self) -> PathBuf {
+        self.root.join("MANIFEST")
+    }
+
+    /// Creates a fresh, empty generation directory (removing leftovers of a crashed attempt).
+    pub fn create_gen_dir(&self, generation: u64) -> Result<PathBuf> {
+        fs::create_dir_all(&self.root).map_err(io("mkdir", &self.root))?;
+        let dir = self.gen_dir(generation);
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(io("remove stale", &dir))?;
+        }
+        fs::create_dir(&dir).map_err(io("mkdir", &dir))?;
+        fsync_dir(&self.root)?;
+        Ok(dir)
+    }
+
+    /// Writes `slots.bin`, fsyncs every file of the generation and its directory,
+    /// then commits the manifest. `manifest.files` is filled in here.
+    pub fn commit(
+        &self,
+        dir: &Path,
+        slots: &[SlotEntry],
+        mut manifest: Manifest,
+    ) -> Result<Manifest> {
+        let slots_path = dir.join("slots.bin");
+        {
+            let mut f = File::create(&slots_path).map_err(io("create", &slots_path))?;
+            f.write_all(&encode_slots(slots))
+                .map_err(io("write", &slots_path))?;
+        }
+        let mut files = Vec::new();
+        for name in [
+            format!("{}.hnsw.graph", manifest.basename),
+            format!("{}.hnsw.data", manifest.basename),
+            "slots.bin".to_string(),
+        ] {
+            let p = dir.join(&name);
+            // hnsw_rs flushes but never fsyncs its dump.
+            File::open(&p)
+                .and_then(|f| f.sync_all())
+                .map_err(io("fsync", &p))?;
+            let (size, crc32c) = file_crc32c(&p)?;
+            files.push(FileEntry { name, size, crc32c });
+        }
+        fsync_dir(dir)?;
+        manifest.files = files;
+        let body = serde_json::to_vec(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
+        write_atomic(&self.manifest_path(), &with_crc(MANIFEST_MAGIC, &body))?;
+        Ok(manifest)
+    }
+
+    /// Reads and verifies the manifest and every file it names.
+    /// `Ok(None)`: no generation was ever committed.
+    pub fn open_verified(&self) -> Result<Option<(Manifest, PathBuf, Vec<SlotEntry>)>> {
+        let path = self.manifest_path();
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+        };
+        let body = check_crc(MANIFEST_MAGIC, &bytes, "MANIFEST")?;
+        let manifest: Manifest = serde_json::from_slice(body)
+            .map_err(|e| Error::DataCorruption(format!("MANIFEST: {e}")))?;
+        if manifest.format_version != FORMAT_VERSION {
+            return Err(Error::DataCorruption(format!(
+                "MANIFEST format {} (expected {FORMAT_VERSION})",
+                manifest.format_version
+            )));
+        }
+        let dir = self.gen_dir(manifest.generation);
+        for f in &manifest.files {
+            let p = dir.join(&f.name);
+            let meta = fs::symlink_metadata(&p).map_err(io("stat", &p))?;
+            if !meta.is_file() {
+                return Err(Error::DataCorruption(format!(
+                    "{} is not a regular file",
+                    p.display()
+                )));
+            }
+            let (size, crc) = file_crc32c(&p)?;
+            if size != f.size || crc != f.crc32c {
+                return Err(Error::DataCorruption(format!(
+                    "{}: size {size} crc {crc:08x}, manifest says size {} crc {:08x}",
+                    p.display(),
+                    f.size,
+                    f.crc32c
+                )));
+            }
+        }
+        let slots = decode_slots(&fs::read(dir.join("slots.bin")).map_err(io("read", &dir))?)?;
+        if slots.len() as u64 != manifest.slot_count {
+            return Err(Error::DataCorruption(
+                "slots.bin count differs from MANIFEST".into(),
+            ));
+        }
+        Ok(Some((manifest, dir, slots)))
+    }
+
+    /// Removes every `gen-*` directory except those in `keep`, and stray temp files.
+    pub fn remove_other_generations(&self, keep: &[u64]) {
+        let Ok(entries) = fs::read_dir(&self.root) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let stale_gen = name
+                .strip_prefix("gen-")
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|g| !keep.contains(&g));
+            if (stale_gen || name == "MANIFEST.tmp")
+                && let Err(err) =
+                    fs::remove_dir_all(e.path()).or_else(|_| fs::remove_file(e.path()))
+            {
+                tracing::warn!(path = %e.path().display(), %err, "could not remove stale index file");
+            }
+        }
+    }
+
+    /// Removes the whole directory (version dropped).
+    pub fn remove_all(&self) {
+        if self.root.exists()
+            && let Err(err) = fs::remove_dir_all(&self.root)
+        {
+            tracing::warn!(path = %self.root.display(), %err, "could not remove index dir");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_round_trip_and_detect_damage() -> Result<()> {
+        let s = vec![
+            SlotEntry { id: 1, seq: 2 },
+            SlotEntry {
+                id: u64::MAX,
+                seq: 0,
+            },
+        ];
+        let mut bytes = encode_slots(&s);
+        assert_eq!(decode_slots(&bytes)?, s);
+        bytes[20] ^= 0xff;
+        assert!(matches!(
+            decode_slots(&bytes),
+            Err(Error::DataCorruption(_))
+        ));
+        assert!(decode_slots(&bytes[..10]).is_err());
+        Ok(())
+    }
+}

@@ -1,0 +1,251 @@
+//! The background indexer: one thread that moves each version's unindexed tail
+//! into its HNSW graph in chunks, commits index generations, and rebuilds a
+//! graph when too many of its points are dead. Searches never wait for it.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::ann::{AnnIndex, HnswIndex};
+use crate::engine::Shared;
+use crate::error::Result;
+use crate::generation::{FORMAT_VERSION, Manifest, SlotEntry};
+use crate::version::{IndexState, Version, poisoned};
+
+pub(crate) struct Indexer {
+    handle: JoinHandle<()>,
+}
+
+impl Indexer {
+    pub fn spawn(shared: Arc<Shared>) -> Indexer {
+        let handle = std::thread::Builder::new()
+            .name("ember-indexer".into())
+            .spawn(move || run(&shared))
+            .expect("spawn indexer thread");
+        Indexer { handle }
+    }
+
+    pub fn join(self) {
+        if self.handle.join().is_err() {
+            tracing::error!("indexer thread panicked");
+        }
+    }
+}
+
+fn run(s: &Shared) {
+    loop {
+        let shutting_down = s.shutdown.load(Ordering::SeqCst);
+        let mut busy = false;
+        for v in s.versions() {
+            if shutting_down {
+                break;
+            }
+            match step(s, &v) {
+                Ok(did) => busy |= did,
+                Err(e) => {
+                    tracing::error!(collection = %v.collection, version = %v.record.name, error = %e, "indexer step failed")
+                }
+            }
+        }
+        if shutting_down {
+            // Commit what the graphs hold so the next start loads instead of rebuilding.
+            for v in s.versions() {
+                if let Ok(mut st) = v.index.lock()
+                    && st.unpersisted > 0
+                    && let Err(e) = persist(s, &v, &mut st)
+                {
+                    tracing::error!(version = %v.record.name, error = %e, "commit at shutdown failed");
+                }
+            }
+            return;
+        }
+        if !busy {
+            let (m, c) = &s.wake;
+            if let Ok(mut woken) = m.lock() {
+                if !*woken {
+                    woken = c
+                        .wait_timeout(woken, Duration::from_millis(250))
+                        .map_or_else(|e| e.into_inner().0, |r| r.0);
+                }
+                *woken = false;
+            }
+        }
+    }
+}
+
+/// One unit of work on one version. Returns whether anything was done.
+fn step(s: &Shared, v: &Arc<Version>) -> Result<bool> {
+    if !v.metric().uses_graph() {
+        return Ok(false);
+    }
+    let mut st = v.index.lock().map_err(poisoned)?;
+    if v.dropped.load(Ordering::SeqCst) {
+        return Ok(false);
+    }
+    let upto = v.indexed_upto.load(Ordering::SeqCst);
+    let (len, chunk) = {
+        let store = v.store.read().map_err(poisoned)?;
+        let end = store.len().min(upto + s.config.index_chunk);
+        // Copy out so searches and writers are not blocked while the graph grows.
+        let chunk: Vec<(usize, Vec<f32>)> = (upto..end)
+            .filter(|&slot| store.live[slot])
+            .map(|slot| (slot, store.vector(slot).to_vec()))
+            .collect();
+        (store.len(), (chunk, end))
+    };
+    let (points, end) = chunk;
+    if upto < len {
+        let ann = ensure_graph(s, v, len)?;
+        let refs: Vec<(usize, &[f32])> = points.iter().map(|(s, p)| (*s, p.as_slice())).collect();
+        ann.insert(&refs)?;
+        // Insert first, then publish: a search that sees the new watermark sees the points.
+        v.indexed_upto.store(end, Ordering::SeqCst);
+        st.unpersisted += end - upto;
+        st.last_change = Some(Instant::now());
+        if st.unpersisted >= s.config.persist_every {
+            persist(s, v, &mut st)?;
+        }
+        return Ok(true);
+    }
+    if needs_rebuild(s, v)? {
+        rebuild(s, v, &mut st)?;
+        return Ok(true);
+    }
+    let idle = st
+        .last_change
+        .is_some_and(|t| t.elapsed() >= s.config.persist_idle);
+    if st.unpersisted > 0 && idle {
+        persist(s, v, &mut st)?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+fn ensure_graph(s: &Shared, v: &Version, capacity: usize) -> Result<Arc<HnswIndex>> {
+    let mut ann = v.ann.write().map_err(poisoned)?;
+    if let Some(a) = ann.as_ref() {
+        return Ok(a.clone());
+    }
+    let a = Arc::new(HnswIndex::new(
+        v.record.m as usize,
+        v.record.ef_construction as usize,
+        capacity,
+        s.build_pool.clone(),
+    ));
+    *ann = Some(a.clone());
+    Ok(a)
+}
+
+fn needs_rebuild(s: &Shared, v: &Version) -> Result<bool> {
+    let Some(ann) = v.ann.read().map_err(poisoned)?.clone() else {
+        return Ok(false);
+    };
+    let in_graph = ann.len();
+    if in_graph < 1000 {
+        return Ok(false);
+    }
+    let upto = v.indexed_upto.load(Ordering::SeqCst);
+    let store = v.store.read().map_err(poisoned)?;
+    let live_in_graph = store.live[..upto.min(store.len())]
+        .iter()
+        .filter(|&&l| l)
+        .count();
+    let dead = in_graph.saturating_sub(live_in_graph);
+    Ok(dead as f64 > s.config.rebuild_dead_fraction * in_graph as f64)
+}
+
+/// Builds a fresh graph over the live slots below the current length, then swaps it in.
+/// Writers and searches continue meanwhile; slots appended during the build stay in the tail.
+pub(crate) fn rebuild(s: &Shared, v: &Version, st: &mut IndexState) -> Result<()> {
+    let started = Instant::now();
+    let end = v.store.read().map_err(poisoned)?.len();
+    let fresh = Arc::new(HnswIndex::new(
+        v.record.m as usize,
+        v.record.ef_construction as usize,
+        end,
+        s.build_pool.clone(),
+    ));
+    let mut from = 0;
+    while from < end {
+        if v.dropped.load(Ordering::SeqCst) || s.shutdown.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let to = (from + s.config.index_chunk).min(end);
+        let points: Vec<(usize, Vec<f32>)> = {
+            let store = v.store.read().map_err(poisoned)?;
+            (from..to)
+                .filter(|&slot| store.live[slot])
+                .map(|slot| (slot, store.vector(slot).to_vec()))
+                .collect()
+        };
+        let refs: Vec<(usize, &[f32])> = points.iter().map(|(s, p)| (*s, p.as_slice())).collect();
+        fresh.insert(&refs)?;
+        from = to;
+    }
+    // Swap the index first, then the watermark (searches read the watermark first).
+    *v.ann.write().map_err(poisoned)? = Some(fresh);
+    v.indexed_upto.store(end, Ordering::SeqCst);
+    st.mapped_generation = None;
+    st.unpersisted = end.max(1);
+    s.stats.rebuilds_dead.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(collection = %v.collection, version = %v.record.name, slots = end,
+        elapsed_ms = started.elapsed().as_millis() as u64, "index rebuilt");
+    persist(s, v, st)?;
+    Ok(())
+}
+
+/// Commits the current graph as a new generation. Returns false when there is
+/// nothing to commit (no graph, or an empty one: hnsw_rs cannot reload those).
+pub(crate) fn persist(s: &Shared, v: &Version, st: &mut IndexState) -> Result<bool> {
+    if v.dropped.load(Ordering::SeqCst) {
+        return Ok(false);
+    }
+    let Some(ann) = v.ann.read().map_err(poisoned)?.clone() else {
+        return Ok(false);
+    };
+    if ann.is_empty() {
+        return Ok(false);
+    }
+    let started = Instant::now();
+    let upto = v.indexed_upto.load(Ordering::SeqCst);
+    let (slots, applied_seq) = {
+        let store = v.store.read().map_err(poisoned)?;
+        let slots: Vec<SlotEntry> = (0..upto)
+            .map(|i| SlotEntry {
+                id: store.ids[i],
+                seq: store.seqs[i],
+            })
+            .collect();
+        (slots, store.applied_seq)
+    };
+    let generation = st.generation + 1;
+    let dir = v.dir.create_gen_dir(generation)?;
+    let basename = ann.dump(&dir)?;
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        generation,
+        basename,
+        files: Vec::new(),
+        applied_seq,
+        slot_count: upto as u64,
+        graph_points: ann.len() as u64,
+        dim: v.record.dim,
+        metric: v.metric().name().into(),
+        m: v.record.m,
+        ef_construction: v.record.ef_construction,
+        hnsw_rs_version: "0.3.5".into(),
+    };
+    v.dir.commit(&dir, &slots, manifest)?;
+    st.generation = generation;
+    st.unpersisted = 0;
+    let mut keep = vec![generation];
+    keep.extend(st.mapped_generation);
+    v.dir.remove_other_generations(&keep);
+    s.stats
+        .generations_committed
+        .fetch_add(1, Ordering::Relaxed);
+    tracing::info!(collection = %v.collection, version = %v.record.name, generation, slots = upto,
+        elapsed_ms = started.elapsed().as_millis() as u64, "index generation committed");
+    Ok(true)
+}

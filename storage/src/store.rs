@@ -1,0 +1,137 @@
+//! The in-memory mirror of one version's live points, addressed by slot.
+//!
+//! RocksDB is the truth; this is what exact scans, filters and the indexer read.
+//! A slot is immutable once assigned: an update gets a new slot and the old one
+//! is marked dead, because hnsw_rs cannot update or delete.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::distance::{Metric, normalize};
+
+/// Label 0 means "unlabelled".
+pub type LabelId = u32;
+
+#[derive(Debug, Default)]
+pub struct Store {
+    pub dim: usize,
+    /// Slot-major vectors, prepared for the metric (unit length for cosine).
+    pub vectors: Vec<f32>,
+    pub ids: Vec<u64>,
+    pub seqs: Vec<u64>,
+    pub labels: Vec<LabelId>,
+    pub timestamps: Vec<i64>,
+    pub metadata: Vec<Option<Arc<BTreeMap<String, String>>>>,
+    pub live: Vec<bool>,
+    pub id_to_slot: HashMap<u64, usize>,
+    pub label_names: Vec<String>,
+    label_ids: HashMap<String, LabelId>,
+    pub live_count: usize,
+    /// Highest op sequence applied to this mirror.
+    pub applied_seq: u64,
+}
+
+impl Store {
+    pub fn new(dim: usize) -> Self {
+        Store {
+            dim,
+            label_names: vec![String::new()],
+            label_ids: [(String::new(), 0)].into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn vector(&self, slot: usize) -> &[f32] {
+        &self.vectors[slot * self.dim..(slot + 1) * self.dim]
+    }
+
+    pub fn label_id(&mut self, label: &str) -> LabelId {
+        if let Some(&l) = self.label_ids.get(label) {
+            return l;
+        }
+        let l = self.label_names.len() as LabelId;
+        self.label_names.push(label.to_string());
+        self.label_ids.insert(label.to_string(), l);
+        l
+    }
+
+    pub fn lookup_label(&self, label: &str) -> Option<LabelId> {
+        self.label_ids.get(label).copied()
+    }
+
+    pub fn label(&self, slot: usize) -> &str {
+        &self.label_names[self.labels[slot] as usize]
+    }
+
+    /// Reserves a dead placeholder slot (a graph slot whose point is gone).
+    pub fn push_dead(&mut self, id: u64, seq: u64) {
+        self.vectors.resize(self.vectors.len() + self.dim, 0.0);
+        self.ids.push(id);
+        self.seqs.push(seq);
+        self.labels.push(0);
+        self.timestamps.push(0);
+        self.metadata.push(None);
+        self.live.push(false);
+    }
+
+    /// Fills a reserved slot with a live point.
+    pub fn fill(&mut self, slot: usize, metric: Metric, p: PointRef<'_>) {
+        let label = self.label_id(p.label);
+        let dst = &mut self.vectors[slot * self.dim..(slot + 1) * self.dim];
+        dst.copy_from_slice(p.vector);
+        if metric == Metric::Cosine {
+            normalize(dst);
+        }
+        self.ids[slot] = p.id;
+        self.seqs[slot] = p.seq;
+        self.labels[slot] = label;
+        self.timestamps[slot] = p.timestamp_ms;
+        self.metadata[slot] = (!p.metadata.is_empty()).then(|| Arc::new(p.metadata.clone()));
+        self.live[slot] = true;
+        self.live_count += 1;
+        if let Some(old) = self.id_to_slot.insert(p.id, slot)
+            && old != slot
+            && self.live[old]
+        {
+            self.live[old] = false;
+            self.live_count -= 1;
+        }
+        self.applied_seq = self.applied_seq.max(p.seq);
+    }
+
+    /// Appends a live point in a new slot, killing the id's previous slot.
+    pub fn append(&mut self, metric: Metric, p: PointRef<'_>) -> usize {
+        let slot = self.len();
+        self.push_dead(p.id, p.seq);
+        self.fill(slot, metric, p);
+        slot
+    }
+
+    /// Marks an id deleted. Returns whether it was live.
+    pub fn delete(&mut self, id: u64, seq: u64) -> bool {
+        self.applied_seq = self.applied_seq.max(seq);
+        match self.id_to_slot.remove(&id) {
+            Some(slot) if self.live[slot] => {
+                self.live[slot] = false;
+                self.live_count -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A borrowed point, as written or as loaded.
+#[derive(Debug, Clone, Copy)]
+pub struct PointRef<'a> {
+    pub id: u64,
+    pub seq: u64,
+    pub vector: &'a [f32],
+    pub label: &'a str,
+    pub metadata: &'a BTreeMap<String, String>,
+    pub timestamp_ms: i64,
+}
