@@ -18,8 +18,9 @@ build: setup
 run: setup
 	$(CARGO) run --release -p emberdb-server --bin emberdb -- --data-dir $(DATA_DIR)
 
-## Run the whole test suite.
+## Run the whole test suite (creates the Python venv the evaluation cross-check uses).
 test: setup
+	@bash scripts/setup-python.sh
 	$(CARGO) test --release --workspace --no-fail-fast
 
 lint: setup

@@ -342,7 +342,8 @@ async fn bench_dataset(args: &Args, d: data::Dataset) -> anyhow::Result<()> {
         r.inproc_qps = queries.len() as f64 / t.elapsed().as_secs_f64();
         r.inproc_recall = rsum / queries.len() as f64;
     }
-    // Exact search (SIMD kernel, engine path) vs a plain scalar loop, one thread, same queries.
+    // Exact search through the engine (SIMD kernel; a single query's scan is split over the
+    // query pool's two threads) vs a plain scalar loop on one thread, same queries.
     let nq = 200.min(queries.len());
     let t = Instant::now();
     for q in &queries[..nq] {

@@ -16,6 +16,7 @@ pub use emberdb_proto::v1 as pb;
 pub use pb::{Metric, Neighbor, Point};
 
 use pb::collections_client::CollectionsClient;
+use pb::evaluation_client::EvaluationClient;
 use pb::points_client::PointsClient;
 use tonic::Status;
 use tonic::transport::Channel;
@@ -28,6 +29,7 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 pub struct Client {
     collections: CollectionsClient<Channel>,
     points: PointsClient<Channel>,
+    evaluation: EvaluationClient<Channel>,
 }
 
 /// Search options beyond the query and k.
@@ -55,7 +57,10 @@ impl Client {
             collections: CollectionsClient::new(channel.clone())
                 .max_decoding_message_size(max_message_bytes)
                 .max_encoding_message_size(max_message_bytes),
-            points: PointsClient::new(channel)
+            points: PointsClient::new(channel.clone())
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes),
+            evaluation: EvaluationClient::new(channel)
                 .max_decoding_message_size(max_message_bytes)
                 .max_encoding_message_size(max_message_bytes),
         }
@@ -282,6 +287,78 @@ impl Client {
             .into_iter()
             .map(|r| r.neighbors)
             .collect())
+    }
+}
+
+/// Evaluation calls take the request message as is (every option is a field) and an
+/// optional deadline, sent as `grpc-timeout`; the server stops with DEADLINE_EXCEEDED.
+fn with_deadline<T>(msg: T, timeout: Option<std::time::Duration>) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if let Some(t) = timeout {
+        r.set_timeout(t);
+    }
+    r
+}
+
+impl Client {
+    pub async fn recall(
+        &mut self,
+        req: pb::RecallRequest,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<pb::RecallReport, Status> {
+        Ok(self
+            .evaluation
+            .recall(with_deadline(req, timeout))
+            .await?
+            .into_inner())
+    }
+
+    pub async fn margin(
+        &mut self,
+        req: pb::MarginRequest,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<pb::MarginReport, Status> {
+        Ok(self
+            .evaluation
+            .margin(with_deadline(req, timeout))
+            .await?
+            .into_inner())
+    }
+
+    pub async fn confusion(
+        &mut self,
+        req: pb::ConfusionRequest,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<pb::ConfusionReport, Status> {
+        Ok(self
+            .evaluation
+            .confusion(with_deadline(req, timeout))
+            .await?
+            .into_inner())
+    }
+
+    pub async fn actions(
+        &mut self,
+        req: pb::ActionsRequest,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<pb::ActionsReport, Status> {
+        Ok(self
+            .evaluation
+            .actions(with_deadline(req, timeout))
+            .await?
+            .into_inner())
+    }
+
+    pub async fn project(
+        &mut self,
+        req: pb::ProjectRequest,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<pb::ProjectReport, Status> {
+        Ok(self
+            .evaluation
+            .project(with_deadline(req, timeout))
+            .await?
+            .into_inner())
     }
 }
 

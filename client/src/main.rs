@@ -96,6 +96,11 @@ enum Cmd {
     Describe { collection: String, version: String },
     /// List collections, versions and aliases.
     List,
+    /// Evaluate a version: where does the embedding model fail?
+    Eval {
+        #[command(subcommand)]
+        what: EvalCmd,
+    },
     /// Point an alias at a version, or delete it with --delete.
     Alias {
         collection: String,
@@ -103,6 +108,59 @@ enum Cmd {
         version: Option<String>,
         #[arg(long)]
         delete: bool,
+    },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct Target {
+    collection: String,
+    /// Version name or alias.
+    version: String,
+    /// Give up after this many seconds (the server stops with DEADLINE_EXCEEDED).
+    #[arg(long, default_value_t = 600)]
+    timeout_s: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum EvalCmd {
+    /// ANN recall@k against exact search, and label-based retrieval quality.
+    Recall {
+        #[command(flatten)]
+        t: Target,
+        #[arg(long, default_value_t = 10)]
+        k: u32,
+        /// 0 = server default.
+        #[arg(long, default_value_t = 0)]
+        ef: u32,
+        /// Queries sampled from the stored points; 0 = every point.
+        #[arg(long, default_value_t = 200)]
+        sample_size: u32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Leave-one-out 1-NN margin per class and the lowest-margin samples.
+    Margin {
+        #[command(flatten)]
+        t: Target,
+        #[arg(long)]
+        threshold: Option<f64>,
+        #[arg(long, default_value_t = 10)]
+        lowest: u32,
+    },
+    /// Which classes are confused with which, and how concentrated the errors are.
+    Confusion {
+        #[command(flatten)]
+        t: Target,
+        #[arg(long, default_value_t = 10)]
+        top_pairs: u32,
+    },
+    /// Signals turned into owned work items.
+    Actions {
+        #[command(flatten)]
+        t: Target,
+        /// Print each item as a Markdown ticket.
+        #[arg(long)]
+        markdown: bool,
     },
 }
 
@@ -228,6 +286,7 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
         }
+        Cmd::Eval { what } => eval(&mut c, what).await?,
         Cmd::Describe {
             collection,
             version,
@@ -279,4 +338,202 @@ fn print_version(v: &pb::VersionInfo) {
     println!("points       {}", v.point_count);
     println!("indexed      {}", v.indexed_count);
     println!("state        {state}");
+}
+
+async fn eval(c: &mut Client, what: EvalCmd) -> anyhow::Result<()> {
+    let secs = |t: &Target| Some(std::time::Duration::from_secs(t.timeout_s));
+    match what {
+        EvalCmd::Recall {
+            t,
+            k,
+            ef,
+            sample_size,
+            seed,
+        } => {
+            let timeout = secs(&t);
+            let r = c
+                .recall(
+                    pb::RecallRequest {
+                        collection: t.collection,
+                        version: t.version,
+                        k: Some(k),
+                        ef: (ef > 0).then_some(ef),
+                        sample_size: Some(sample_size),
+                        seed: Some(seed),
+                    },
+                    timeout,
+                )
+                .await?;
+            println!("mode           {}", r.mode);
+            println!("queries        {} (k={}, ef={})", r.queries, r.k, r.ef);
+            println!(
+                "recall@k       {:.4}  (min {:.2}, p5 {:.2}, {} below 1.0)",
+                r.recall_at_k, r.recall_min, r.recall_p5, r.queries_below_1
+            );
+            println!("precision@1    {:.4}", r.precision_at_1);
+            println!("hit@k          {:.4}", r.hit_at_k);
+            println!("MRR            {:.4}", r.mrr);
+            println!(
+                "MAP@R          {:.4}  ({} queries with R > 0)",
+                r.map_at_r, r.map_at_r_queries
+            );
+            println!("kNN accuracy   {:.4}", r.knn_accuracy);
+            println!(
+                "latency p50    ANN {:.3} ms, exact {:.3} ms (amortised)",
+                r.ann_latency_p50_ms, r.exact_latency_p50_ms
+            );
+        }
+        EvalCmd::Margin {
+            t,
+            threshold,
+            lowest,
+        } => {
+            let timeout = secs(&t);
+            let r = c
+                .margin(
+                    pb::MarginRequest {
+                        collection: t.collection,
+                        version: t.version,
+                        threshold,
+                        lowest_n: Some(lowest),
+                        mode: 0,
+                    },
+                    timeout,
+                )
+                .await?;
+            println!(
+                "mode {}  points {}  mean {:.4}  median {:.4}  p10 {:.4}",
+                r.mode, r.points, r.mean, r.median, r.p10
+            );
+            println!(
+                "low margin (< {}): {} ({:.2}%)\n",
+                r.threshold,
+                r.low_margin_count,
+                r.low_margin_fraction * 100.0
+            );
+            println!(
+                "{:<20} {:>8} {:>12} {:>10}",
+                "class", "count", "mean margin", "low %"
+            );
+            for cl in &r.classes {
+                println!(
+                    "{:<20} {:>8} {:>12.4} {:>9.2}%",
+                    cl.label,
+                    cl.count,
+                    cl.mean_margin,
+                    cl.low_margin_fraction * 100.0
+                );
+            }
+            println!("\nlowest margins:");
+            println!(
+                "{:>10} {:<12} {:>10} {:<12} {:>10} {:<12} {:>10}",
+                "id", "label", "nearest", "label", "second", "label", "margin"
+            );
+            for s in &r.lowest {
+                println!(
+                    "{:>10} {:<12} {:>10} {:<12} {:>10} {:<12} {:>10.5}",
+                    s.id,
+                    s.label,
+                    s.nearest_id,
+                    s.nearest_label,
+                    s.second_id,
+                    s.second_label,
+                    s.margin
+                );
+            }
+        }
+        EvalCmd::Confusion { t, top_pairs } => {
+            let timeout = secs(&t);
+            let r = c
+                .confusion(
+                    pb::ConfusionRequest {
+                        collection: t.collection,
+                        version: t.version,
+                        top_pairs: Some(top_pairs),
+                        mode: 0,
+                    },
+                    timeout,
+                )
+                .await?;
+            println!(
+                "mode {}  points {}  LOO 1-NN accuracy {:.4}  errors {}",
+                r.mode, r.points, r.accuracy, r.errors
+            );
+            println!(
+                "top-3 pairs hold {:.1}% of errors: {}\n",
+                r.concentration * 100.0,
+                if r.concentrated {
+                    "concentrated"
+                } else {
+                    "spread out"
+                }
+            );
+            println!(
+                "{:<16} {:<16} {:>7} {:>8} {:>9}  examples",
+                "true", "predicted", "count", "rate", "share"
+            );
+            for p in &r.pairs {
+                let ex: Vec<String> = p.example_ids.iter().take(5).map(u64::to_string).collect();
+                println!(
+                    "{:<16} {:<16} {:>7} {:>7.2}% {:>8.2}%  {}",
+                    p.true_label,
+                    p.predicted_label,
+                    p.count,
+                    p.rate * 100.0,
+                    p.share_of_errors * 100.0,
+                    ex.join(",")
+                );
+            }
+            println!(
+                "\n{:<16} {:>7} {:>9} {:>12} {:<16}",
+                "class", "count", "accuracy", "intra dist", "nearest class"
+            );
+            for cl in &r.classes {
+                println!(
+                    "{:<16} {:>7} {:>8.2}% {:>12.4} {:<16}",
+                    cl.label,
+                    cl.count,
+                    cl.accuracy * 100.0,
+                    cl.intra_class_distance,
+                    cl.nearest_class
+                );
+            }
+        }
+        EvalCmd::Actions { t, markdown } => {
+            let timeout = secs(&t);
+            let format = if markdown {
+                pb::ActionFormat::Markdown
+            } else {
+                pb::ActionFormat::Structured
+            };
+            let r = c
+                .actions(
+                    pb::ActionsRequest {
+                        collection: t.collection,
+                        version: t.version,
+                        format: format as i32,
+                        mode: 0,
+                    },
+                    timeout,
+                )
+                .await?;
+            if r.items.is_empty() {
+                println!("no action items: every signal is below its threshold");
+            }
+            for i in &r.items {
+                if markdown {
+                    println!("{}", i.markdown);
+                } else {
+                    let signal = pb::Signal::try_from(i.signal).map_or("?", |s| s.as_str_name());
+                    println!(
+                        "[{:.2}] {:<26} {:<24} {:>8.4} (>= {:.4})  owner: {}",
+                        i.severity, signal, i.subject, i.value, i.threshold, i.owner
+                    );
+                    println!("       {}", i.meaning);
+                    println!("       action: {}", i.action);
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use emberdb_storage::evaluate::EvalConfig;
 use emberdb_storage::{Engine, EngineConfig};
 use tokio::net::TcpListener;
 
@@ -24,6 +25,8 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub max_message_bytes: usize,
+    /// Evaluation thresholds and owners (the `[eval]` table of the config file).
+    pub eval: EvalConfig,
 }
 
 impl ServerConfig {
@@ -31,7 +34,23 @@ impl ServerConfig {
         ServerConfig {
             data_dir: data_dir.into(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            eval: EvalConfig::default(),
         }
+    }
+}
+
+/// The server's config file (TOML). Every key is optional; see `deploy/emberdb.toml`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConfigFile {
+    pub eval: EvalConfig,
+}
+
+impl ConfigFile {
+    pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 }
 

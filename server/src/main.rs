@@ -28,6 +28,9 @@ struct Args {
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Config file (TOML) with evaluation thresholds and owners; see deploy/emberdb.toml.
+    #[arg(long, env = "EMBERDB_CONFIG")]
+    config: Option<PathBuf>,
     /// Largest gRPC message accepted or sent, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     max_message_bytes: usize,
@@ -55,9 +58,14 @@ fn main() -> anyhow::Result<()> {
             } else {
                 Some(tokio::net::TcpListener::bind(&args.metrics_addr).await?)
             };
+            let file = match &args.config {
+                Some(p) => emberdb_server::ConfigFile::load(p)?,
+                None => emberdb_server::ConfigFile::default(),
+            };
             let config = ServerConfig {
                 data_dir: args.data_dir,
                 max_message_bytes: args.max_message_bytes,
+                eval: file.eval,
             };
             emberdb_server::run(config, grpc, metrics, shutdown_signal()).await
         })

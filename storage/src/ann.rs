@@ -37,13 +37,13 @@ const MAX_LAYER: usize = 16;
 pub trait AnnIndex: Send + Sync {
     /// Inserts points (slot, vector). Slots must be new to this index.
     fn insert(&self, points: &[(usize, &[f32])]) -> Result<()>;
-    /// Up to `k` (slot, graph distance) pairs passing `filter`, nearest first.
+    /// Up to `k` (slot, graph distance) pairs passing `filter` (all when `None`), nearest first.
     fn search(
         &self,
         query: &[f32],
         k: usize,
         ef: usize,
-        filter: &(dyn Fn(usize) -> bool + Sync),
+        filter: Option<&(dyn Fn(usize) -> bool + Sync)>,
     ) -> Result<Vec<(usize, f32)>>;
     /// Number of points inserted.
     fn len(&self) -> usize;
@@ -116,12 +116,18 @@ impl AnnIndex for HnswIndex {
         query: &[f32],
         k: usize,
         ef: usize,
-        filter: &(dyn Fn(usize) -> bool + Sync),
+        filter: Option<&(dyn Fn(usize) -> bool + Sync)>,
     ) -> Result<Vec<(usize, f32)>> {
-        let f = |id: &usize| filter(*id);
-        let found = guarded("search", || {
-            self.hnsw().search_filter(query, k, ef, Some(&f))
-        })?;
+        let found = match filter {
+            // The unfiltered path keeps hnsw_rs's early exit.
+            None => guarded("search", || self.hnsw().search(query, k, ef))?,
+            Some(filter) => {
+                let f = |id: &usize| filter(*id);
+                guarded("search", || {
+                    self.hnsw().search_filter(query, k, ef, Some(&f))
+                })?
+            }
+        };
         Ok(found
             .into_iter()
             .map(|n| (n.d_id, n.distance.max(0.0)))

@@ -20,6 +20,10 @@ use crate::codec::{
 };
 use crate::distance::Metric;
 use crate::error::{Error, Result};
+use crate::evaluate::{
+    self, ActionsOut, ConfusionOut, EvalConfig, MarginOut, ModeRequest, ProjectedOut, RecallParams,
+    RecallReport,
+};
 use crate::generation::IndexDir;
 use crate::indexer::Indexer;
 use crate::store::{PointRef, Store};
@@ -42,6 +46,10 @@ pub struct EngineConfig {
     pub persist_idle: std::time::Duration,
     /// Rebuild a graph when this fraction of its points is dead.
     pub rebuild_dead_fraction: f64,
+    /// Threads of the evaluation pool; default: the number of cores.
+    pub eval_threads: usize,
+    /// Evaluation thresholds, owners and limits.
+    pub eval: EvalConfig,
 }
 
 impl EngineConfig {
@@ -55,6 +63,8 @@ impl EngineConfig {
             persist_every: 50_000,
             persist_idle: std::time::Duration::from_secs(2),
             rebuild_dead_fraction: 0.2,
+            eval_threads: cores,
+            eval: EvalConfig::default(),
         }
     }
 }
@@ -144,6 +154,8 @@ pub(crate) struct Shared {
     catalog_writer: Mutex<()>,
     pub build_pool: Arc<rayon::ThreadPool>,
     pub query_pool: rayon::ThreadPool,
+    /// Long evaluations run here, so they never queue behind (or in front of) batch searches.
+    pub eval_pool: rayon::ThreadPool,
     pub stats: EngineStats,
     pub shutdown: AtomicBool,
     pub wake: (Mutex<bool>, std::sync::Condvar),
@@ -213,6 +225,7 @@ impl Engine {
         let shared = Arc::new(Shared {
             build_pool: Arc::new(pool(config.build_threads, "ember-build")?),
             query_pool: pool(config.query_threads, "ember-query")?,
+            eval_pool: pool(config.eval_threads, "ember-eval")?,
             index_root: dir.join("index"),
             db,
             config,
@@ -681,6 +694,10 @@ impl Engine {
     ) -> Result<Vec<Hit>> {
         let v = self.resolve(collection, version)?;
         validate::vector("vector", query, v.dim(), v.metric() == Metric::Cosine)?;
+        if params.exact || !v.metric().uses_graph() {
+            // A full scan uses every core of the query pool.
+            return self.shared.query_pool.install(|| v.search(query, params));
+        }
         v.search(query, params)
     }
 
@@ -708,9 +725,100 @@ impl Engine {
                 v.metric() == Metric::Cosine,
             )?;
         }
-        self.shared
-            .query_pool
-            .install(|| queries.par_iter().map(|q| v.search(q, params)).collect())
+        self.shared.query_pool.install(|| {
+            if (params.exact || !v.metric().uses_graph()) && queries.len() >= 8 {
+                v.search_batch_exact(queries, params.k, params.filter)
+            } else {
+                queries.par_iter().map(|q| v.search(q, params)).collect()
+            }
+        })
+    }
+
+    // ---- evaluation (long-running; each honours `deadline` between blocks of work) ----
+
+    fn evaluate<T: Send>(
+        &self,
+        f: impl FnOnce(&emberdb_eval::Deadline) -> Result<T> + Send,
+        deadline: Option<Instant>,
+    ) -> Result<T> {
+        let d = emberdb_eval::Deadline::new(deadline);
+        self.shared.eval_pool.install(|| f(&d))
+    }
+
+    pub fn eval_config(&self) -> &EvalConfig {
+        &self.shared.config.eval
+    }
+
+    /// ANN recall@k against exact search, plus label-based retrieval quality.
+    pub fn eval_recall(
+        &self,
+        collection: &str,
+        version: &str,
+        p: &RecallParams,
+        deadline: Option<Instant>,
+    ) -> Result<RecallReport> {
+        let v = self.resolve(collection, version)?;
+        self.evaluate(|d| evaluate::recall(&v, p, d), deadline)
+    }
+
+    /// Leave-one-out 1-NN margin.
+    pub fn eval_margin(
+        &self,
+        collection: &str,
+        version: &str,
+        threshold: Option<f64>,
+        lowest_n: Option<u32>,
+        mode: ModeRequest,
+        deadline: Option<Instant>,
+    ) -> Result<MarginOut> {
+        let v = self.resolve(collection, version)?;
+        let cfg = &self.shared.config.eval;
+        self.evaluate(
+            |d| evaluate::margin(&v, cfg, threshold, lowest_n, mode, d),
+            deadline,
+        )
+    }
+
+    /// Leave-one-out 1-NN confusion.
+    pub fn eval_confusion(
+        &self,
+        collection: &str,
+        version: &str,
+        top_pairs: Option<u32>,
+        mode: ModeRequest,
+        deadline: Option<Instant>,
+    ) -> Result<ConfusionOut> {
+        let v = self.resolve(collection, version)?;
+        let cfg = &self.shared.config.eval;
+        self.evaluate(
+            |d| evaluate::confusion(&v, cfg, top_pairs, mode, d),
+            deadline,
+        )
+    }
+
+    /// Signals turned into owned work items.
+    pub fn eval_actions(
+        &self,
+        collection: &str,
+        version: &str,
+        mode: ModeRequest,
+        deadline: Option<Instant>,
+    ) -> Result<ActionsOut> {
+        let v = self.resolve(collection, version)?;
+        let cfg = &self.shared.config.eval;
+        self.evaluate(|d| evaluate::actions(&v, cfg, mode, d), deadline)
+    }
+
+    /// 2-D PCA coordinates of (a sample of) the version's points.
+    pub fn eval_project(
+        &self,
+        collection: &str,
+        version: &str,
+        sample_size: Option<u32>,
+        seed: Option<u64>,
+    ) -> Result<Vec<ProjectedOut>> {
+        let v = self.resolve(collection, version)?;
+        self.evaluate(|_| evaluate::project(&v, sample_size, seed), None)
     }
 
     /// Blocks until every stored point of the version is in its graph (tests, benches).

@@ -14,6 +14,7 @@ mod codec;
 pub mod distance;
 mod engine;
 pub mod error;
+pub mod evaluate;
 mod generation;
 mod indexer;
 mod mmap;

@@ -17,6 +17,8 @@ pub struct Store {
     pub dim: usize,
     /// Slot-major vectors, prepared for the metric (unit length for cosine).
     pub vectors: Vec<f32>,
+    /// Squared norm of each slot's vector (for the blocked exact path).
+    pub norms: Vec<f32>,
     pub ids: Vec<u64>,
     pub seqs: Vec<u64>,
     pub labels: Vec<LabelId>,
@@ -45,6 +47,11 @@ impl Store {
         self.ids.len()
     }
 
+    /// Whether any slot is dead (deleted or overwritten).
+    pub fn has_dead(&self) -> bool {
+        self.live_count != self.len()
+    }
+
     pub fn vector(&self, slot: usize) -> &[f32] {
         &self.vectors[slot * self.dim..(slot + 1) * self.dim]
     }
@@ -70,6 +77,7 @@ impl Store {
     /// Reserves a dead placeholder slot (a graph slot whose point is gone).
     pub fn push_dead(&mut self, id: u64, seq: u64) {
         self.vectors.resize(self.vectors.len() + self.dim, 0.0);
+        self.norms.push(0.0);
         self.ids.push(id);
         self.seqs.push(seq);
         self.labels.push(0);
@@ -86,6 +94,7 @@ impl Store {
         if metric == Metric::Cosine {
             normalize(dst);
         }
+        self.norms[slot] = emberdb_eval::knn::squared_norm(dst);
         self.ids[slot] = p.id;
         self.seqs[slot] = p.seq;
         self.labels[slot] = label;

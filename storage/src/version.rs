@@ -178,7 +178,8 @@ impl Version {
     }
 
     /// k nearest live points (filtered), nearest first, ties by lower id.
-    /// The query has been validated by the caller.
+    /// The query has been validated by the caller. Exact scans of large ranges
+    /// are split across the current rayon pool.
     pub fn search(&self, query: &[f32], p: SearchParams<'_>) -> Result<Vec<Hit>> {
         let q = self.prepare(query);
         let metric = self.metric();
@@ -192,25 +193,16 @@ impl Version {
         };
         let store = self.store.read().map_err(poisoned)?;
         let filter = p.filter.map(|f| CompiledFilter::new(f, &store));
-        let pass = |s: usize| store.live[s] && filter.as_ref().is_none_or(|f| f.matches(&store, s));
+        let filter = filter.as_ref();
         let n = store.len();
 
-        let exact_all = |slots: std::ops::Range<usize>, k: usize| {
-            let mut top = TopK::new(k);
-            for s in slots {
-                if pass(s) {
-                    top.push(Cand(metric.score(&q, store.vector(s)), store.ids[s], s));
-                }
-            }
-            top.into_sorted()
-        };
-
         let cands = match ann {
-            None => exact_all(0..n, p.k),
+            None => scan(&store, metric, &q, 0..n, p.k, filter),
             Some(ann) => {
+                let pass = |s: usize| store.live[s] && filter.is_none_or(|f| f.matches(&store, s));
                 // How many results must exist; a very selective filter is cheaper as a scan
                 // (hnsw_rs filters after traversal and may walk most of the graph).
-                let (expected, selective) = match &filter {
+                let (expected, selective) = match filter {
                     Some(_) => {
                         let matching = (0..n).filter(|&s| pass(s)).count();
                         (
@@ -220,17 +212,22 @@ impl Version {
                     }
                     None => (p.k.min(store.live_count), false),
                 };
+                // With nothing dead and no user filter, every graph point qualifies.
+                let trivial = filter.is_none() && !store.has_dead();
                 if selective {
-                    exact_all(0..n, p.k)
+                    scan(&store, metric, &q, 0..n, p.k, filter)
                 } else {
                     let mut ef = p.ef;
                     loop {
                         let mut top = TopK::new(p.k);
-                        let graph_pass = |s: usize| s < upto && s < n && pass(s);
-                        for (s, _) in ann.search(&q, p.k, ef, &graph_pass)? {
-                            top.push(Cand(metric.score(&q, store.vector(s)), store.ids[s], s));
+                        let graph_filter: Option<&(dyn Fn(usize) -> bool + Sync)> =
+                            if trivial { None } else { Some(&pass) };
+                        for (s, _) in ann.search(&q, p.k, ef, graph_filter)? {
+                            if s < n {
+                                top.push(Cand(metric.score(&q, store.vector(s)), store.ids[s], s));
+                            }
                         }
-                        for c in exact_all(upto.min(n)..n, p.k) {
+                        for c in scan(&store, metric, &q, upto.min(n)..n, p.k, filter) {
                             top.push(c);
                         }
                         let mut got = top.into_sorted();
@@ -240,21 +237,74 @@ impl Version {
                         }
                         if ef >= 4 * p.ef.max(p.k) || ef >= crate::validate::MAX_K as usize {
                             // The graph cannot reach enough passing points: answer exactly.
-                            break exact_all(0..n, p.k);
+                            break scan(&store, metric, &q, 0..n, p.k, filter);
                         }
                         ef *= 2;
                     }
                 }
             }
         };
-        Ok(cands
-            .into_iter()
-            .map(|Cand(score, id, s)| Hit {
-                id,
-                distance: metric.finish(score),
-                label: store.label(s).to_string(),
+        Ok(to_hits(&store, metric, cands))
+    }
+
+    /// Exact search of many queries at once: blocks of queries against every slot
+    /// by matrix multiplication (emberdb-eval), a few spare candidates per query
+    /// re-scored with the SIMD kernel. Runs on the current rayon pool.
+    pub fn search_batch_exact(
+        &self,
+        queries: &[Vec<f32>],
+        k: usize,
+        filter: Option<&Filter>,
+    ) -> Result<Vec<Vec<Hit>>> {
+        use emberdb_eval::knn::{
+            QUERY_BLOCK, coarse_slack, coarse_top, score_block, spare, squared_norm,
+        };
+        use rayon::prelude::*;
+        let metric = self.metric();
+        let space = match metric {
+            Metric::L2 => emberdb_eval::Space::L2,
+            Metric::Cosine => emberdb_eval::Space::Cosine,
+            Metric::Dot => emberdb_eval::Space::Dot,
+        };
+        let prepared: Vec<Vec<f32>> = queries.iter().map(|q| self.prepare(q)).collect();
+        let blocks: Vec<Result<Vec<Vec<Hit>>>> = prepared
+            .par_chunks(QUERY_BLOCK)
+            .map(|block| {
+                // One block holds the read lock for one GEMM (milliseconds), so writers interleave.
+                let store = self.store.read().map_err(poisoned)?;
+                let compiled = filter.map(|f| CompiledFilter::new(f, &store));
+                let n = store.len();
+                let a: Vec<f32> = block.iter().flatten().copied().collect();
+                let qnorms: Vec<f32> = block.iter().map(|q| squared_norm(q)).collect();
+                let mut c = Vec::new();
+                let data = emberdb_eval::Data::new(self.dim(), &store.vectors);
+                let nmax = store.norms.iter().copied().fold(0.0f32, f32::max);
+                score_block(data, &store.norms, space, &a, &qnorms, &mut c);
+                Ok(block
+                    .iter()
+                    .enumerate()
+                    .map(|(r, q)| {
+                        let row = &c[r * n..(r + 1) * n];
+                        let pass = |s: usize| {
+                            store.live[s] && compiled.as_ref().is_none_or(|f| f.matches(&store, s))
+                        };
+                        let slack = coarse_slack(self.dim(), squared_norm(q), nmax);
+                        let mut cands: Vec<Cand> = coarse_top(row, k + spare(k), slack, pass)
+                            .into_iter()
+                            .map(|(_, s)| Cand(metric.score(q, store.vector(s)), store.ids[s], s))
+                            .collect();
+                        cands.sort();
+                        cands.truncate(k);
+                        to_hits(&store, metric, cands)
+                    })
+                    .collect())
             })
-            .collect())
+            .collect();
+        let mut out = Vec::with_capacity(queries.len());
+        for b in blocks {
+            out.extend(b?);
+        }
+        Ok(out)
     }
 
     /// Live points and live points present in the graph.
@@ -268,6 +318,58 @@ impl Version {
         let indexed = store.live[..upto].iter().filter(|&&l| l).count() as u64;
         Ok((live, indexed))
     }
+}
+
+fn to_hits(store: &Store, metric: Metric, cands: Vec<Cand>) -> Vec<Hit> {
+    cands
+        .into_iter()
+        .map(|Cand(score, id, s)| Hit {
+            id,
+            distance: metric.finish(score),
+            label: store.label(s).to_string(),
+        })
+        .collect()
+}
+
+/// Exact top-k over a range of slots. Large ranges are split across the current
+/// rayon pool (a single query then uses every core of the pool).
+fn scan(
+    store: &Store,
+    metric: Metric,
+    q: &[f32],
+    range: std::ops::Range<usize>,
+    k: usize,
+    filter: Option<&CompiledFilter<'_>>,
+) -> Vec<Cand> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 8192;
+    let one = |r: std::ops::Range<usize>| {
+        let mut top = TopK::new(k);
+        for s in r {
+            if !store.live[s] || filter.is_some_and(|f| !f.matches(store, s)) {
+                continue;
+            }
+            top.push(Cand(metric.score(q, store.vector(s)), store.ids[s], s));
+        }
+        top
+    };
+    if range.len() <= 2 * CHUNK {
+        return one(range).into_sorted();
+    }
+    let starts: Vec<usize> = range.clone().step_by(CHUNK).collect();
+    starts
+        .into_par_iter()
+        .map(|s| one(s..(s + CHUNK).min(range.end)))
+        .reduce(
+            || TopK::new(k),
+            |mut a, b| {
+                for c in b.heap {
+                    a.push(c);
+                }
+                a
+            },
+        )
+        .into_sorted()
 }
 
 pub(crate) fn poisoned<T>(_: T) -> Error {

@@ -43,10 +43,8 @@ impl TestServer {
         let addr = grpc.local_addr()?;
         let metrics_addr = metrics.local_addr()?;
         let (tx, rx) = oneshot::channel::<()>();
-        let config = emberdb_server::ServerConfig {
-            data_dir: dir.to_path_buf(),
-            max_message_bytes,
-        };
+        let mut config = emberdb_server::ServerConfig::new(dir);
+        config.max_message_bytes = max_message_bytes;
         let handle = tokio::spawn(emberdb_server::run(
             config,
             grpc,

@@ -12,7 +12,10 @@ async fn create_upsert_search_restart() -> anyhow::Result<()> {
     let mut c = server.client().await?;
     let dim = 32;
     c.create_version(COL, VER, dim, Metric::L2).await?;
-    let (vs, labels) = clustered(7, 10_000, dim as usize, 20);
+    // 10,000 points to store and 50 held-out queries from the same distribution.
+    let (mut vs, mut labels) = clustered(7, 10_050, dim as usize, 20);
+    let queries: Vec<Vec<f32>> = vs.split_off(10_000);
+    labels.truncate(10_000);
     upsert_all(&mut c, COL, VER, points(&vs, &labels, 0), 1000).await?;
     let info = c.describe(COL, VER).await?;
     assert_eq!(info.point_count, 10_000);
@@ -24,7 +27,6 @@ async fn create_upsert_search_restart() -> anyhow::Result<()> {
         .enumerate()
         .map(|(i, v)| (i as u64, v))
         .collect();
-    let queries: Vec<Vec<f32>> = clustered(8, 50, dim as usize, 20).0;
     let exact_opts = SearchOptions {
         exact: true,
         ..Default::default()

@@ -21,6 +21,25 @@ impl Blocking {
         }
     }
 
+    /// Runs a short, CPU-bound engine call (an ANN search: no I/O, bounded by
+    /// k and ef) on the current runtime worker. The thread hop of
+    /// `spawn_blocking` costs more than such a search; exact scans and writes
+    /// still go through [`Blocking::run`]. A panic becomes INTERNAL.
+    pub fn run_inline<T>(
+        &self,
+        f: impl FnOnce(&Engine) -> emberdb_storage::Result<T>,
+    ) -> Result<T, Status> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&self.engine))) {
+            Ok(r) => r.map_err(crate::error::to_status),
+            Err(_) => {
+                tracing::error!("engine call panicked");
+                Err(Status::internal(
+                    "request failed unexpectedly; see server log",
+                ))
+            }
+        }
+    }
+
     pub async fn run<T, F>(&self, f: F) -> Result<T, Status>
     where
         T: Send + 'static,

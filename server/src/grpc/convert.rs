@@ -147,3 +147,200 @@ pub fn neighbors(hits: Vec<Hit>) -> Vec<pb::Neighbor> {
         )
         .collect()
 }
+
+// ---- evaluation ----
+
+use emberdb_storage::evaluate::{
+    ActionItem, ActionsOut, ConfusionOut, MarginOut, ModeRequest, RecallReport, Signal,
+};
+
+pub fn eval_mode(m: i32) -> Result<ModeRequest, Status> {
+    match pb::EvalMode::try_from(m) {
+        Ok(pb::EvalMode::Auto) => Ok(ModeRequest::Auto),
+        Ok(pb::EvalMode::Exact) => Ok(ModeRequest::Exact),
+        Ok(pb::EvalMode::Approximate) => Ok(ModeRequest::Approximate),
+        Err(_) => Err(Status::invalid_argument(format!("mode: unknown value {m}"))),
+    }
+}
+
+pub fn recall_report(r: RecallReport) -> pb::RecallReport {
+    let RecallReport {
+        mode,
+        recall_at_k,
+        precision_at_1,
+        hit_at_k,
+        mrr,
+        map_at_r,
+        knn_accuracy,
+        query_ids,
+        ann_latency_p50_ms,
+        exact_latency_p50_ms,
+        k,
+        ef,
+        recall_min,
+        recall_p5,
+        queries_below_1,
+        labelled_queries,
+        map_at_r_queries,
+    } = r;
+    pb::RecallReport {
+        mode: mode.name().into(),
+        recall_at_k,
+        precision_at_1,
+        hit_at_k,
+        mrr,
+        map_at_r,
+        knn_accuracy,
+        queries: query_ids.len() as u32,
+        query_ids,
+        ann_latency_p50_ms,
+        exact_latency_p50_ms,
+        k,
+        ef,
+        recall_min,
+        recall_p5,
+        queries_below_1,
+        labelled_queries,
+        map_at_r_queries,
+    }
+}
+
+pub fn margin_report(r: MarginOut) -> pb::MarginReport {
+    let MarginOut {
+        mode,
+        mean,
+        median,
+        p10,
+        low_margin_count,
+        low_margin_fraction,
+        classes,
+        lowest,
+        threshold,
+        points,
+        approximate_agreement,
+    } = r;
+    pb::MarginReport {
+        mode: mode.name().into(),
+        mean,
+        median,
+        p10,
+        low_margin_count,
+        low_margin_fraction,
+        classes: classes
+            .into_iter()
+            .map(|c| pb::ClassMargin {
+                label: c.label,
+                count: c.count,
+                mean_margin: c.mean_margin,
+                low_margin_fraction: c.low_margin_fraction,
+            })
+            .collect(),
+        lowest: lowest
+            .into_iter()
+            .map(|s| pb::LowMarginSample {
+                id: s.id,
+                label: s.label,
+                nearest_id: s.nearest_id,
+                nearest_label: s.nearest_label,
+                d1: s.d1,
+                second_id: s.second_id,
+                second_label: s.second_label,
+                d2: s.d2,
+                margin: s.margin,
+            })
+            .collect(),
+        threshold,
+        points,
+        approximate_agreement,
+    }
+}
+
+pub fn confusion_report(r: ConfusionOut) -> pb::ConfusionReport {
+    let ConfusionOut {
+        mode,
+        accuracy,
+        errors,
+        pairs,
+        classes,
+        concentration,
+        concentrated,
+        points,
+        approximate_agreement,
+    } = r;
+    pb::ConfusionReport {
+        mode: mode.name().into(),
+        accuracy,
+        errors,
+        pairs: pairs
+            .into_iter()
+            .map(|p| pb::ConfusionPair {
+                true_label: p.true_label,
+                predicted_label: p.predicted_label,
+                count: p.count,
+                rate: p.rate,
+                share_of_errors: p.share_of_errors,
+                example_ids: p.example_ids,
+            })
+            .collect(),
+        classes: classes
+            .into_iter()
+            .map(|c| pb::ClassSummary {
+                label: c.label,
+                count: c.count,
+                accuracy: c.accuracy,
+                intra_class_distance: c.intra_class_distance,
+                nearest_class: c.nearest_class,
+                separation: c.separation,
+            })
+            .collect(),
+        concentration,
+        concentrated,
+        points,
+        approximate_agreement,
+    }
+}
+
+pub fn actions_report(
+    r: ActionsOut,
+    markdown_for: Option<(&String, &String)>,
+) -> pb::ActionsReport {
+    let ActionsOut { mode, items } = r;
+    pb::ActionsReport {
+        mode: mode.name().into(),
+        items: items
+            .into_iter()
+            .map(|i| {
+                let markdown = markdown_for
+                    .map(|(c, v)| i.markdown(c, v))
+                    .unwrap_or_default();
+                let ActionItem {
+                    signal,
+                    subject,
+                    value,
+                    threshold,
+                    meaning,
+                    action,
+                    owner,
+                    evidence_ids,
+                    severity,
+                } = i;
+                pb::ActionItem {
+                    signal: match signal {
+                        Signal::HighIntraClassDistance => pb::Signal::HighIntraClassDistance,
+                        Signal::StrongConfusionPair => pb::Signal::StrongConfusionPair,
+                        Signal::LowMarginCluster => pb::Signal::LowMarginCluster,
+                    } as i32,
+                    subject,
+                    value,
+                    threshold,
+                    meaning,
+                    action,
+                    owner,
+                    evidence_ids,
+                    severity,
+                    markdown,
+                }
+            })
+            .collect(),
+    }
+}

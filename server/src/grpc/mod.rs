@@ -3,16 +3,18 @@
 mod blocking;
 mod collections;
 pub mod convert;
+mod evaluation;
 mod points;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use emberdb_proto::v1::collections_server::CollectionsServer;
+use emberdb_proto::v1::evaluation_server::EvaluationServer;
 use emberdb_proto::v1::points_server::PointsServer;
 use emberdb_storage::Engine;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 pub use blocking::Blocking;
 
@@ -30,6 +32,11 @@ pub async fn serve(
     let blocking = Arc::new(Blocking::new(engine, cores * 8));
 
     let collections = CollectionsServer::new(collections::CollectionsService {
+        blocking: blocking.clone(),
+    })
+    .max_decoding_message_size(max_message_bytes)
+    .max_encoding_message_size(max_message_bytes);
+    let evaluation = EvaluationServer::new(evaluation::EvaluationService {
         blocking: blocking.clone(),
     })
     .max_decoding_message_size(max_message_bytes)
@@ -58,7 +65,13 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(collections)
         .add_service(points)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .add_service(evaluation)
+        .serve_with_incoming_shutdown(
+            // Our own listener skips tonic's defaults: without TCP_NODELAY, small
+            // responses wait on Nagle's algorithm.
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await?;
     Ok(())
 }

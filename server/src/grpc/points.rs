@@ -111,18 +111,22 @@ impl Points for PointsService {
         } = req.into_inner();
         let (k, ef) = validate::k_and_ef(k, ef).map_err(crate::error::to_status)?;
         let filter = convert::filter(filter);
-        let hits = self
-            .blocking
-            .run(move |e| {
-                let params = SearchParams {
-                    k,
-                    ef,
-                    exact,
-                    filter: filter.as_ref(),
-                };
-                e.search(&collection, &version, &vector, params)
-            })
-            .await?;
+        // An unfiltered ANN search is short and bounded; anything that may scan goes to the pool.
+        let inline = !exact && filter.is_none();
+        let call = move |e: &emberdb_storage::Engine| {
+            let params = SearchParams {
+                k,
+                ef,
+                exact,
+                filter: filter.as_ref(),
+            };
+            e.search(&collection, &version, &vector, params)
+        };
+        let hits = if inline {
+            self.blocking.run_inline(call)?
+        } else {
+            self.blocking.run(call).await?
+        };
         Ok(Response::new(pb::SearchResponse {
             neighbors: convert::neighbors(hits),
         }))

@@ -1,0 +1,368 @@
+//! Exact nearest neighbours by blocked matrix multiplication.
+//!
+//! For a block of query rows Q and all rows X, `G = Q·Xᵀ` (matrixmultiply's
+//! sgemm) gives coarse scores: L2 `‖q‖² + ‖x‖² − 2G`, cosine `1 − G` (unit
+//! rows), dot `−G`. The norm form cancels badly for near-duplicates, so each
+//! row keeps a few spare candidates beyond what is asked and they are
+//! **re-measured in f64** with the direct difference form before ranking.
+//! Memory is one `block × n` score buffer per worker, never `n × n`.
+
+use rayon::prelude::*;
+
+use crate::{Data, Deadline, EvalError, Result, Space, exact_distance};
+
+/// Query rows per GEMM block.
+pub const QUERY_BLOCK: usize = 64;
+
+/// A neighbour: row index and exact distance.
+pub type Neighbor = (usize, f64);
+
+/// Squared norms of every row (f32, as the GEMM pass uses them).
+pub fn norms(data: Data<'_>) -> Vec<f32> {
+    (0..data.len()).map(|i| squared_norm(data.row(i))).collect()
+}
+
+/// Runs `f(query_row, coarse_scores_over_all_rows)` for every query row of `data`,
+/// on the current rayon pool, checking `deadline` between blocks. Results are in
+/// query order.
+pub fn for_each_query<T, F>(
+    data: Data<'_>,
+    space: Space,
+    queries: &[usize],
+    deadline: &Deadline,
+    f: F,
+) -> Result<Vec<T>>
+where
+    T: Send,
+    F: Fn(usize, &[f32]) -> T + Sync,
+{
+    let norms = if space == Space::L2 {
+        norms(data)
+    } else {
+        Vec::new()
+    };
+    let blocks: Vec<&[usize]> = queries.chunks(QUERY_BLOCK).collect();
+    let total = blocks.len();
+    let out: Vec<Result<Vec<T>>> = blocks
+        .par_iter()
+        .enumerate()
+        .map_init(
+            || (Vec::<f32>::new(), Vec::<f32>::new()),
+            |(a, c), (bi, block)| {
+                if deadline.expired() {
+                    return Err(EvalError::DeadlineExceeded { done: bi, total });
+                }
+                a.clear();
+                for &q in block.iter() {
+                    a.extend_from_slice(data.row(q));
+                }
+                let qnorms: Vec<f32> = block
+                    .iter()
+                    .map(|&q| norms.get(q).copied().unwrap_or(0.0))
+                    .collect();
+                score_block(data, &norms, space, a, &qnorms, c);
+                let n = data.len();
+                Ok(block
+                    .iter()
+                    .enumerate()
+                    .map(|(r, &q)| f(q, &c[r * n..(r + 1) * n]))
+                    .collect())
+            },
+        )
+        .collect();
+    let mut all = Vec::with_capacity(queries.len());
+    for r in out {
+        all.extend(r?);
+    }
+    Ok(all)
+}
+
+/// Coarse scores of a block of query vectors `a` (row-major, `data.dim` wide)
+/// against every row of `data`, written to `c` (block × n). `base_norms` are
+/// the rows' squared norms (L2 only), `qnorms` the queries'.
+pub fn score_block(
+    data: Data<'_>,
+    base_norms: &[f32],
+    space: Space,
+    a: &[f32],
+    qnorms: &[f32],
+    c: &mut Vec<f32>,
+) {
+    let n = data.len();
+    let dim = data.dim;
+    let qb = a.len() / dim;
+    c.clear();
+    c.resize(qb * n, 0.0);
+    if n == 0 || qb == 0 {
+        return;
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: C (qb×n, row stride n) = A (qb×dim, row stride dim) · Xᵀ, where X is
+    // n×dim row-major and read as dim×n with strides (1, dim). The pointers and
+    // strides describe exactly these live buffers, and C aliases neither input.
+    unsafe {
+        matrixmultiply::sgemm(
+            qb,
+            dim,
+            n,
+            1.0,
+            a.as_ptr(),
+            dim as isize,
+            1,
+            data.vectors.as_ptr(),
+            1,
+            dim as isize,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+    for (r, row) in c.chunks_exact_mut(n).enumerate() {
+        match space {
+            Space::L2 => {
+                let nq = qnorms[r];
+                for (s, nj) in row.iter_mut().zip(base_norms) {
+                    *s = (nq + nj - 2.0 * *s).max(0.0);
+                }
+            }
+            Space::Cosine => row.iter_mut().for_each(|s| *s = 1.0 - *s),
+            Space::Dot => row.iter_mut().for_each(|s| *s = -*s),
+        }
+    }
+}
+
+/// Squared norm of one vector (f32, matching the GEMM pass).
+pub fn squared_norm(v: &[f32]) -> f32 {
+    v.iter().map(|x| x * x).sum()
+}
+
+/// Worst-case absolute error of a coarse score between a query with squared norm
+/// `nq` and rows whose largest squared norm is `nmax`, in `dim` dimensions: the
+/// f32 dot product's error bound (≈ dim·ε·‖q‖‖x‖) doubled, on the norm scale.
+pub fn coarse_slack(dim: usize, nq: f32, nmax: f32) -> f32 {
+    2.0 * dim as f32 * f32::EPSILON * (nq + nmax)
+}
+
+/// Candidates for the exact re-check: the `keep` smallest coarse scores passing
+/// `candidate`, plus every other passing score within `slack` of the largest of
+/// them, since the coarse (norm-form) scores may misorder anything that close.
+/// Sorted by (score, index).
+pub fn coarse_top(
+    coarse: &[f32],
+    keep: usize,
+    slack: f32,
+    candidate: impl Fn(usize) -> bool,
+) -> Vec<(f32, usize)> {
+    let mut cands: Vec<(f32, usize)> = Vec::with_capacity(keep + 1);
+    if keep == 0 {
+        return cands;
+    }
+    if keep <= 32 {
+        // Insertion into a small sorted buffer; after warm-up almost every element
+        // costs one comparison against the current worst.
+        for (j, &s) in coarse.iter().enumerate() {
+            if cands.len() == keep && s > cands[keep - 1].0 {
+                continue;
+            }
+            if !candidate(j) {
+                continue;
+            }
+            if cands.len() == keep {
+                if (s, j) >= cands[keep - 1] {
+                    continue;
+                }
+                cands.pop();
+            }
+            let pos = cands.partition_point(|c| (c.0, c.1) < (s, j));
+            cands.insert(pos, (s, j));
+        }
+    } else {
+        cands = coarse
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| candidate(j))
+            .map(|(j, &s)| (s, j))
+            .collect();
+        if cands.len() > keep {
+            cands.select_nth_unstable_by(keep - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            cands.truncate(keep);
+        }
+        cands.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    }
+    if cands.len() == keep && slack > 0.0 {
+        let last = cands[keep - 1];
+        let limit = last.0 + slack;
+        for (j, &s) in coarse.iter().enumerate() {
+            if s <= limit && (s, j) > last && candidate(j) {
+                cands.push((s, j));
+            }
+        }
+    }
+    cands
+}
+
+/// Spare candidates kept beyond `m` before the exact re-check.
+pub fn spare(m: usize) -> usize {
+    4 + m / 8
+}
+
+/// The exact re-check over one data set: knows the largest row norm, which
+/// bounds the coarse scores' error.
+#[derive(Debug, Clone, Copy)]
+pub struct Exact<'a> {
+    pub data: Data<'a>,
+    pub space: Space,
+    max_norm: f32,
+}
+
+impl<'a> Exact<'a> {
+    pub fn new(data: Data<'a>, space: Space) -> Self {
+        let max_norm = match space {
+            Space::Cosine => 1.0,
+            Space::L2 | Space::Dot => (0..data.len())
+                .map(|i| squared_norm(data.row(i)))
+                .fold(0.0, f32::max),
+        };
+        Exact {
+            data,
+            space,
+            max_norm,
+        }
+    }
+
+    /// From one coarse score row: the `m` nearest rows other than `query` that
+    /// pass `candidate`, re-measured exactly in f64, sorted by (distance, index).
+    pub fn top_m(
+        &self,
+        query: usize,
+        coarse: &[f32],
+        m: usize,
+        candidate: impl Fn(usize) -> bool,
+    ) -> Vec<Neighbor> {
+        let q = self.data.row(query);
+        let nq = if self.space == Space::Cosine {
+            1.0
+        } else {
+            squared_norm(q)
+        };
+        let slack = coarse_slack(self.data.dim, nq, self.max_norm);
+        let cands = coarse_top(coarse, m + spare(m), slack, |j| j != query && candidate(j));
+        let mut exact: Vec<Neighbor> = cands
+            .into_iter()
+            .map(|(_, j)| (j, exact_distance(self.space, q, self.data.row(j))))
+            .collect();
+        exact.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        exact.truncate(m);
+        exact
+    }
+}
+
+/// Leave-one-out: the `m` exact nearest other rows of every row.
+pub fn all_neighbors(
+    data: Data<'_>,
+    space: Space,
+    m: usize,
+    deadline: &Deadline,
+) -> Result<Vec<Vec<Neighbor>>> {
+    let queries: Vec<usize> = (0..data.len()).collect();
+    let exact = Exact::new(data, space);
+    for_each_query(data, space, &queries, deadline, |q, row| {
+        exact.top_m(q, row, m, |_| true)
+    })
+}
+
+/// Naive f64 reference (tests and small inputs).
+pub fn naive_neighbors(
+    data: Data<'_>,
+    space: Space,
+    query: usize,
+    m: usize,
+    candidate: impl Fn(usize) -> bool,
+) -> Vec<Neighbor> {
+    let q = data.row(query);
+    let mut all: Vec<Neighbor> = (0..data.len())
+        .filter(|&j| j != query && candidate(j))
+        .map(|j| (j, exact_distance(space, q, data.row(j))))
+        .collect();
+    all.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    all.truncate(m);
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn random(seed: u64, n: usize, dim: usize) -> Vec<f32> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..n * dim)
+            .map(|_| rng.random_range(-10.0f32..10.0))
+            .collect()
+    }
+
+    #[test]
+    fn blocked_matches_naive_with_near_duplicates() {
+        let (n, dim) = (700, 33);
+        let mut v = random(9, n, dim);
+        // Planted near-duplicates and exact duplicates far from the origin (worst case
+        // for the norm form): rows 1..=20 copy row 0 plus tiny noise; row 21 = row 0.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(10);
+        for x in v[..dim].iter_mut() {
+            *x += 1000.0;
+        }
+        for r in 1..=21 {
+            for d in 0..dim {
+                let noise = if r == 21 {
+                    0.0
+                } else {
+                    rng.random_range(-1e-3f32..1e-3)
+                };
+                v[r * dim + d] = v[d] + noise;
+            }
+        }
+        let data = Data::new(dim, &v);
+        for space in [Space::L2, Space::Dot] {
+            let got = all_neighbors(data, space, 3, &Deadline::none()).expect("no deadline");
+            assert_eq!(got.len(), n);
+            for (q, got_q) in got.iter().enumerate() {
+                let want = naive_neighbors(data, space, q, 3, |_| true);
+                let gi: Vec<usize> = got_q.iter().map(|x| x.0).collect();
+                let wi: Vec<usize> = want.iter().map(|x| x.0).collect();
+                assert_eq!(gi, wi, "{space:?} row {q}");
+                for (g, w) in got_q.iter().zip(&want) {
+                    assert!((g.1 - w.1).abs() <= 1e-9 * w.1.abs().max(1.0));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn large_m_uses_selection_and_matches() {
+        let (n, dim) = (300, 8);
+        let v = random(3, n, dim);
+        let data = Data::new(dim, &v);
+        let q: Vec<usize> = (0..n).step_by(7).collect();
+        let exact = Exact::new(data, Space::L2);
+        let got = for_each_query(data, Space::L2, &q, &Deadline::none(), |q, row| {
+            exact.top_m(q, row, 100, |j| j % 3 != 0)
+        })
+        .expect("no deadline");
+        for (i, &qq) in q.iter().enumerate() {
+            let want = naive_neighbors(data, Space::L2, qq, 100, |j| j % 3 != 0);
+            assert_eq!(
+                got[i].iter().map(|x| x.0).collect::<Vec<_>>(),
+                want.iter().map(|x| x.0).collect::<Vec<_>>()
+            );
+        }
+    }
+
+    #[test]
+    fn expired_deadline_stops() {
+        let v = random(1, 200, 4);
+        let d = Deadline::new(Some(std::time::Instant::now()));
+        let r = all_neighbors(Data::new(4, &v), Space::L2, 2, &d);
+        assert!(matches!(r, Err(EvalError::DeadlineExceeded { .. })));
+    }
+}

@@ -1,0 +1,896 @@
+//! Evaluation of one version: snapshot its live points (ordered by id), then run
+//! `emberdb-eval` on the evaluation pool. Label metrics use labelled points only
+//! and exact neighbours; "approximate" mode takes neighbours from the HNSW graph
+//! for versions too large for exact all-pairs, and reports its agreement with
+//! exact search on a sample.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use emberdb_eval::knn::{Exact, Neighbor, all_neighbors, for_each_query};
+use emberdb_eval::{
+    Data, Deadline, EvalError, Space, confusion, margin, project, retrieval, stats,
+};
+use serde::Deserialize;
+
+use crate::distance::Metric;
+use crate::error::{Error, Result};
+use crate::version::{Filter, SearchParams, Version, poisoned};
+
+/// Thresholds, owners and limits of the evaluation endpoints (the `[eval]`
+/// section of the server's config file). Every field has a documented default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Versions with at most this many points are evaluated exactly in AUTO mode.
+    pub exact_max_points: usize,
+    /// Default margin threshold ("low" means strictly below).
+    pub margin_threshold: f64,
+    /// Errors are "concentrated" when the top three pairs hold at least this share.
+    pub concentration_threshold: f64,
+    /// HIGH_INTRA_CLASS_DISTANCE fires when a class's intra distance ≥ this × the median.
+    pub intra_class_factor: f64,
+    /// STRONG_CONFUSION_PAIR fires when count / size of the true class ≥ this ...
+    pub confusion_pair_rate: f64,
+    /// ... and at least this many points are confused.
+    pub confusion_pair_min_count: usize,
+    /// LOW_MARGIN_CLUSTER fires when a class's low-margin fraction ≥ this.
+    pub low_margin_class_fraction: f64,
+    /// Owners of each signal's work item.
+    pub owner_intra_class: String,
+    pub owner_confusion_pair: String,
+    pub owner_low_margin: String,
+    /// Sample size of the exact check that approximate mode reports.
+    pub agreement_sample: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            exact_max_points: 250_000,
+            margin_threshold: 0.05,
+            concentration_threshold: 0.5,
+            intra_class_factor: 1.5,
+            confusion_pair_rate: 0.1,
+            confusion_pair_min_count: 3,
+            low_margin_class_fraction: 0.2,
+            owner_intra_class: "Data Ops".into(),
+            owner_confusion_pair: "CV / Product".into(),
+            owner_low_margin: "ML Team".into(),
+            agreement_sample: 1000,
+        }
+    }
+}
+
+/// Requested neighbour mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ModeRequest {
+    #[default]
+    Auto,
+    Exact,
+    Approximate,
+}
+
+/// The mode that ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Exact,
+    Approximate,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Exact => "exact",
+            Mode::Approximate => "approximate",
+        }
+    }
+}
+
+/// A version's live points, ordered by id (so "lower row" means "lower id").
+pub(crate) struct Snapshot {
+    pub ids: Vec<u64>,
+    pub vectors: Vec<f32>,
+    /// Label id per row; 0 = unlabelled.
+    pub labels: Vec<u32>,
+    pub label_names: Vec<String>,
+    pub dim: usize,
+    pub space: Space,
+}
+
+impl Snapshot {
+    pub fn take(v: &Version) -> Result<Snapshot> {
+        let store = v.store.read().map_err(poisoned)?;
+        let mut rows: Vec<(u64, usize)> = (0..store.len())
+            .filter(|&s| store.live[s])
+            .map(|s| (store.ids[s], s))
+            .collect();
+        rows.sort_unstable();
+        let mut vectors = Vec::with_capacity(rows.len() * store.dim);
+        for &(_, s) in &rows {
+            vectors.extend_from_slice(store.vector(s));
+        }
+        Ok(Snapshot {
+            ids: rows.iter().map(|r| r.0).collect(),
+            labels: rows.iter().map(|&(_, s)| store.labels[s]).collect(),
+            label_names: store.label_names.clone(),
+            vectors,
+            dim: store.dim,
+            space: match v.metric() {
+                Metric::L2 => Space::L2,
+                Metric::Cosine => Space::Cosine,
+                Metric::Dot => Space::Dot,
+            },
+        })
+    }
+
+    pub fn data(&self) -> Data<'_> {
+        Data::new(self.dim, &self.vectors)
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// The labelled rows (every row when none is labelled), as a sub-snapshot.
+    pub fn labelled(&self) -> Snapshot {
+        let keep: Vec<usize> = (0..self.len()).filter(|&r| self.labels[r] != 0).collect();
+        if keep.is_empty() || keep.len() == self.len() {
+            return Snapshot {
+                ids: self.ids.clone(),
+                vectors: self.vectors.clone(),
+                labels: self.labels.clone(),
+                label_names: self.label_names.clone(),
+                dim: self.dim,
+                space: self.space,
+            };
+        }
+        let mut vectors = Vec::with_capacity(keep.len() * self.dim);
+        for &r in &keep {
+            vectors.extend_from_slice(&self.vectors[r * self.dim..(r + 1) * self.dim]);
+        }
+        Snapshot {
+            ids: keep.iter().map(|&r| self.ids[r]).collect(),
+            labels: keep.iter().map(|&r| self.labels[r]).collect(),
+            label_names: self.label_names.clone(),
+            vectors,
+            dim: self.dim,
+            space: self.space,
+        }
+    }
+
+    pub fn label(&self, row: usize) -> &str {
+        &self.label_names[self.labels[row] as usize]
+    }
+}
+
+fn deadline_error(e: EvalError) -> Error {
+    match e {
+        EvalError::DeadlineExceeded { done, total } => Error::DeadlineExceeded(format!(
+            "evaluation stopped after {done} of {total} blocks; raise the deadline or set sample_size"
+        )),
+    }
+}
+
+/// Deterministic sample of `k` of `n` rows (sorted), by a seeded partial Fisher–Yates.
+pub(crate) fn sample_rows(n: usize, k: usize, seed: u64) -> Vec<usize> {
+    if k == 0 || k >= n {
+        return (0..n).collect();
+    }
+    let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        // splitmix64
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut idx: Vec<usize> = (0..n).collect();
+    for i in 0..k {
+        let j = i + (next() % (n - i) as u64) as usize;
+        idx.swap(i, j);
+    }
+    let mut out = idx[..k].to_vec();
+    out.sort_unstable();
+    out
+}
+
+pub(crate) fn resolve_mode(
+    req: ModeRequest,
+    n: usize,
+    cfg: &EvalConfig,
+    v: &Version,
+) -> Result<Mode> {
+    match req {
+        ModeRequest::Exact => Ok(Mode::Exact),
+        ModeRequest::Approximate if !v.metric().uses_graph() => Err(Error::invalid(
+            "mode",
+            "approximate mode needs an HNSW graph; METRIC_DOT versions are evaluated exactly",
+        )),
+        ModeRequest::Approximate => Ok(Mode::Approximate),
+        ModeRequest::Auto if n <= cfg.exact_max_points || !v.metric().uses_graph() => {
+            Ok(Mode::Exact)
+        }
+        ModeRequest::Auto => Ok(Mode::Approximate),
+    }
+}
+
+/// Leave-one-out neighbours (`m` per row) of every row of `snap`, exact or from the graph.
+/// In approximate mode distances are re-measured in f64 from the snapshot.
+fn loo_neighbors(
+    v: &Version,
+    snap: &Snapshot,
+    m: usize,
+    mode: Mode,
+    deadline: &Deadline,
+) -> Result<Vec<Vec<Neighbor>>> {
+    match mode {
+        Mode::Exact => all_neighbors(snap.data(), snap.space, m, deadline).map_err(deadline_error),
+        Mode::Approximate => {
+            use rayon::prelude::*;
+            let row_of: HashMap<u64, usize> = snap
+                .ids
+                .iter()
+                .enumerate()
+                .map(|(r, id)| (*id, r))
+                .collect();
+            let labels: Vec<String> = {
+                let mut ls: Vec<String> = snap
+                    .labels
+                    .iter()
+                    .filter(|&&l| l != 0)
+                    .map(|&l| snap.label_names[l as usize].clone())
+                    .collect();
+                ls.sort();
+                ls.dedup();
+                ls
+            };
+            // Restrict to the snapshot's rows (labelled ones when some are unlabelled).
+            let filter = (snap.labels.iter().any(|&l| l != 0)).then(|| Filter {
+                labels,
+                metadata: BTreeMap::new(),
+            });
+            let data = snap.data();
+            (0..snap.len())
+                .into_par_iter()
+                .map(|r| {
+                    if r % 1024 == 0 && deadline.expired() {
+                        return Err(Error::DeadlineExceeded(
+                            "approximate evaluation stopped".into(),
+                        ));
+                    }
+                    let params = SearchParams {
+                        k: m + 1,
+                        ef: 64.max(m + 1),
+                        exact: false,
+                        filter: filter.as_ref(),
+                    };
+                    // The snapshot holds prepared vectors; search prepares again, which is idempotent.
+                    let hits = v.search(data.row(r), params)?;
+                    let mut out: Vec<Neighbor> = hits
+                        .iter()
+                        .filter_map(|h| row_of.get(&h.id).copied())
+                        .filter(|&j| j != r)
+                        .map(|j| {
+                            (
+                                j,
+                                emberdb_eval::exact_distance(snap.space, data.row(r), data.row(j)),
+                            )
+                        })
+                        .collect();
+                    out.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+                    out.truncate(m);
+                    Ok(out)
+                })
+                .collect()
+        }
+    }
+}
+
+/// Share of a seeded sample whose approximate 1-NN label equals the exact one.
+fn agreement(
+    snap: &Snapshot,
+    approx: &[Vec<Neighbor>],
+    sample: usize,
+    deadline: &Deadline,
+) -> Result<f64> {
+    let rows = sample_rows(snap.len(), sample, 7);
+    let ex = Exact::new(snap.data(), snap.space);
+    let exact = for_each_query(snap.data(), snap.space, &rows, deadline, |q, row| {
+        ex.top_m(q, row, 1, |_| true)
+    })
+    .map_err(deadline_error)?;
+    let agree = rows
+        .iter()
+        .zip(&exact)
+        .filter(|(r, e)| {
+            let a = approx[**r].first().map(|x| snap.labels[x.0]);
+            let b = e.first().map(|x| snap.labels[x.0]);
+            a == b
+        })
+        .count();
+    Ok(agree as f64 / rows.len().max(1) as f64)
+}
+
+// ---- reports (domain types; the server converts them) ----
+
+#[derive(Debug, Clone, Default)]
+pub struct RecallParams {
+    pub k: Option<u32>,
+    pub ef: Option<u32>,
+    pub sample_size: Option<u32>,
+    pub seed: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecallReport {
+    pub mode: Mode,
+    pub recall_at_k: f64,
+    pub precision_at_1: f64,
+    pub hit_at_k: f64,
+    pub mrr: f64,
+    pub map_at_r: f64,
+    pub knn_accuracy: f64,
+    pub query_ids: Vec<u64>,
+    pub ann_latency_p50_ms: f64,
+    pub exact_latency_p50_ms: f64,
+    pub k: u32,
+    pub ef: u32,
+    pub recall_min: f64,
+    pub recall_p5: f64,
+    pub queries_below_1: u32,
+    pub labelled_queries: u32,
+    pub map_at_r_queries: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MarginSample {
+    pub id: u64,
+    pub label: String,
+    pub nearest_id: u64,
+    pub nearest_label: String,
+    pub d1: f64,
+    pub second_id: u64,
+    pub second_label: String,
+    pub d2: f64,
+    pub margin: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassMarginOut {
+    pub label: String,
+    pub count: u64,
+    pub mean_margin: f64,
+    pub low_margin_fraction: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MarginOut {
+    pub mode: Mode,
+    pub mean: f64,
+    pub median: f64,
+    pub p10: f64,
+    pub low_margin_count: u64,
+    pub low_margin_fraction: f64,
+    pub classes: Vec<ClassMarginOut>,
+    pub lowest: Vec<MarginSample>,
+    pub threshold: f64,
+    pub points: u64,
+    pub approximate_agreement: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairOut {
+    pub true_label: String,
+    pub predicted_label: String,
+    pub count: u64,
+    pub rate: f64,
+    pub share_of_errors: f64,
+    pub example_ids: Vec<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassOut {
+    pub label: String,
+    pub count: u64,
+    pub accuracy: f64,
+    pub intra_class_distance: f64,
+    pub nearest_class: String,
+    pub separation: f64,
+    pub farthest_ids: Vec<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfusionOut {
+    pub mode: Mode,
+    pub accuracy: f64,
+    pub errors: u64,
+    pub pairs: Vec<PairOut>,
+    pub classes: Vec<ClassOut>,
+    pub concentration: f64,
+    pub concentrated: bool,
+    pub points: u64,
+    pub approximate_agreement: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    HighIntraClassDistance,
+    StrongConfusionPair,
+    LowMarginCluster,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionItem {
+    pub signal: Signal,
+    pub subject: String,
+    pub value: f64,
+    pub threshold: f64,
+    pub meaning: String,
+    pub action: String,
+    pub owner: String,
+    pub evidence_ids: Vec<u64>,
+    pub severity: f64,
+}
+
+impl ActionItem {
+    /// A ready-to-paste ticket.
+    pub fn markdown(&self, collection: &str, version: &str) -> String {
+        let signal = match self.signal {
+            Signal::HighIntraClassDistance => "High intra-class distance",
+            Signal::StrongConfusionPair => "Strong confusion pair",
+            Signal::LowMarginCluster => "Low-margin cluster",
+        };
+        let ids: Vec<String> = self.evidence_ids.iter().map(u64::to_string).collect();
+        format!(
+            "### {signal}: {subject}\n\n\
+             - **Collection / version:** `{collection}` / `{version}`\n\
+             - **Signal:** {signal}, value {value:.4} (threshold {threshold:.4}, severity {severity:.2})\n\
+             - **Meaning:** {meaning}\n\
+             - **Action:** {action}\n\
+             - **Owner:** {owner}\n\
+             - **Evidence ids:** {ids}\n",
+            subject = self.subject,
+            value = self.value,
+            threshold = self.threshold,
+            severity = self.severity,
+            meaning = self.meaning,
+            action = self.action,
+            owner = self.owner,
+            ids = if ids.is_empty() {
+                "(none)".into()
+            } else {
+                ids.join(", ")
+            },
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionsOut {
+    pub mode: Mode,
+    pub items: Vec<ActionItem>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectedOut {
+    pub id: u64,
+    pub label: String,
+    pub x: f64,
+    pub y: f64,
+}
+
+// ---- the computations ----
+
+pub(crate) fn recall(v: &Version, p: &RecallParams, deadline: &Deadline) -> Result<RecallReport> {
+    let snap = Snapshot::take(v)?;
+    let n = snap.len();
+    if n < 2 {
+        return Err(Error::FailedPrecondition(
+            "recall needs at least 2 points".into(),
+        ));
+    }
+    let k = p.k.unwrap_or(10);
+    let (k_req, ef) = crate::validate::k_and_ef(k, p.ef.unwrap_or(0))?;
+    let k_eff = k_req.min(n - 1);
+    let rows = sample_rows(n, p.sample_size.unwrap_or(0) as usize, p.seed.unwrap_or(0));
+    let data = snap.data();
+    let mut class_size: HashMap<u32, usize> = HashMap::new();
+    for &l in snap.labels.iter().filter(|&&l| l != 0) {
+        *class_size.entry(l).or_default() += 1;
+    }
+
+    // Exact side: one blocked pass gives both the plain top-k and the labelled ranking.
+    let started = Instant::now();
+    let ex = Exact::new(data, snap.space);
+    let exact = for_each_query(data, snap.space, &rows, deadline, |q, row| {
+        let all: Vec<u64> = ex
+            .top_m(q, row, k_eff, |_| true)
+            .iter()
+            .map(|x| snap.ids[x.0])
+            .collect();
+        let ql = snap.labels[q];
+        let labelled = (ql != 0).then(|| {
+            let r = class_size[&ql] - 1;
+            let ranked: Vec<u32> = ex
+                .top_m(q, row, k_req.max(r), |j| snap.labels[j] != 0)
+                .iter()
+                .map(|x| snap.labels[x.0])
+                .collect();
+            (retrieval::label_metrics(ql, &ranked, k_req, r), r)
+        });
+        (all, labelled)
+    })
+    .map_err(deadline_error)?;
+    let exact_ms = started.elapsed().as_secs_f64() * 1000.0 / rows.len() as f64;
+
+    // ANN side, on the evaluation pool; the query's own id is dropped (or the last hit).
+    use rayon::prelude::*;
+    let ann: Vec<Result<(Vec<u64>, f64)>> = rows
+        .par_iter()
+        .map(|&q| {
+            let t = Instant::now();
+            let hits = v.search(
+                data.row(q),
+                SearchParams {
+                    k: k_eff + 1,
+                    ef: ef.max(k_eff + 1),
+                    exact: false,
+                    filter: None,
+                },
+            )?;
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            let me = snap.ids[q];
+            let mut ids: Vec<u64> = hits.iter().map(|h| h.id).collect();
+            match ids.iter().position(|&id| id == me) {
+                Some(i) => {
+                    ids.remove(i);
+                }
+                None => {
+                    ids.pop();
+                }
+            }
+            ids.truncate(k_eff);
+            Ok((ids, ms))
+        })
+        .collect();
+    let mut recalls = Vec::with_capacity(rows.len());
+    let mut lat = Vec::with_capacity(rows.len());
+    for (a, (e, _)) in ann.into_iter().zip(&exact) {
+        let (ids, ms) = a?;
+        recalls.push(retrieval::recall_at_k(&ids, e, k_eff));
+        lat.push(ms);
+    }
+    lat.sort_by(f64::total_cmp);
+    let mut sorted_recalls = recalls.clone();
+    sorted_recalls.sort_by(f64::total_cmp);
+    let lm: Vec<&(retrieval::QueryLabelMetrics, usize)> =
+        exact.iter().filter_map(|(_, l)| l.as_ref()).collect();
+    let map_vals: Vec<f64> = lm.iter().filter_map(|(m, _)| m.map_at_r).collect();
+    Ok(RecallReport {
+        mode: Mode::Exact,
+        recall_at_k: stats::mean(recalls.iter().copied()),
+        precision_at_1: stats::mean(lm.iter().map(|(m, _)| m.precision_at_1)),
+        hit_at_k: stats::mean(lm.iter().map(|(m, _)| m.hit_at_k)),
+        mrr: stats::mean(lm.iter().map(|(m, _)| m.mrr)),
+        map_at_r: stats::mean(map_vals.iter().copied()),
+        knn_accuracy: stats::mean(lm.iter().map(|(m, _)| m.knn_correct)),
+        query_ids: rows.iter().map(|&r| snap.ids[r]).collect(),
+        ann_latency_p50_ms: stats::percentile_sorted(&lat, 50.0),
+        exact_latency_p50_ms: exact_ms,
+        k: k_eff as u32,
+        ef: ef as u32,
+        recall_min: sorted_recalls.first().copied().unwrap_or(f64::NAN),
+        recall_p5: stats::percentile_sorted(&sorted_recalls, 5.0),
+        queries_below_1: recalls.iter().filter(|&&r| r < 1.0).count() as u32,
+        labelled_queries: lm.len() as u32,
+        map_at_r_queries: map_vals.len() as u32,
+    })
+}
+
+fn margin_out(
+    snap: &Snapshot,
+    nn: &[Vec<Neighbor>],
+    threshold: f64,
+    lowest_n: usize,
+    mode: Mode,
+) -> MarginOut {
+    let r = margin::margin_report(nn, &snap.labels, threshold, lowest_n);
+    let name = |l: u32| snap.label_names[l as usize].clone();
+    MarginOut {
+        mode,
+        mean: r.mean,
+        median: r.median,
+        p10: r.p10,
+        low_margin_count: r.low_margin_count as u64,
+        low_margin_fraction: r.low_margin_fraction,
+        classes: r
+            .classes
+            .iter()
+            .map(|c| ClassMarginOut {
+                label: name(c.label),
+                count: c.count as u64,
+                mean_margin: c.mean_margin,
+                low_margin_fraction: c.low_margin_fraction,
+            })
+            .collect(),
+        lowest: r
+            .lowest
+            .iter()
+            .map(|m| MarginSample {
+                id: snap.ids[m.row],
+                label: snap.label(m.row).into(),
+                nearest_id: snap.ids[m.nearest],
+                nearest_label: snap.label(m.nearest).into(),
+                d1: m.d1,
+                second_id: snap.ids[m.second],
+                second_label: snap.label(m.second).into(),
+                d2: m.d2,
+                margin: m.margin,
+            })
+            .collect(),
+        threshold,
+        points: r.items.len() as u64,
+        approximate_agreement: None,
+    }
+}
+
+fn confusion_out(
+    snap: &Snapshot,
+    nn: &[Vec<Neighbor>],
+    cfg: &EvalConfig,
+    top_pairs: usize,
+    mode: Mode,
+) -> ConfusionOut {
+    let nearest: Vec<Option<Neighbor>> = nn.iter().map(|x| x.first().copied()).collect();
+    let r = confusion::confusion_report(snap.data(), &nearest, &snap.labels);
+    let name = |l: u32| snap.label_names[l as usize].clone();
+    let take = if top_pairs == 0 {
+        usize::MAX
+    } else {
+        top_pairs
+    };
+    ConfusionOut {
+        mode,
+        accuracy: r.accuracy,
+        errors: r.errors as u64,
+        pairs: r
+            .pairs
+            .iter()
+            .take(take)
+            .map(|p| PairOut {
+                true_label: name(p.true_label),
+                predicted_label: name(p.predicted_label),
+                count: p.count as u64,
+                rate: p.rate,
+                share_of_errors: p.share_of_errors,
+                example_ids: p.rows.iter().take(10).map(|&r| snap.ids[r]).collect(),
+            })
+            .collect(),
+        classes: r
+            .classes
+            .iter()
+            .map(|c| ClassOut {
+                label: name(c.label),
+                count: c.count as u64,
+                accuracy: c.accuracy,
+                intra_class_distance: c.intra_class_distance,
+                nearest_class: c.nearest_class.map(name).unwrap_or_default(),
+                separation: c.separation,
+                farthest_ids: c.farthest_rows.iter().map(|&r| snap.ids[r]).collect(),
+            })
+            .collect(),
+        concentration: r.concentration,
+        concentrated: r.errors > 0 && r.concentration >= cfg.concentration_threshold,
+        points: snap.len() as u64,
+        approximate_agreement: None,
+    }
+}
+
+/// The labelled snapshot, its leave-one-out neighbours, the mode that ran and
+/// (approximate mode) the measured 1-NN label agreement with exact search.
+struct Loo {
+    snap: Snapshot,
+    nn: Vec<Vec<Neighbor>>,
+    mode: Mode,
+    agreement: Option<f64>,
+}
+
+/// Shared set-up of margin, confusion and actions: the labelled snapshot and its
+/// leave-one-out neighbours (two per row gives both 1-NN and margin).
+fn loo(v: &Version, cfg: &EvalConfig, mode: ModeRequest, deadline: &Deadline) -> Result<Loo> {
+    let snap = Snapshot::take(v)?.labelled();
+    if snap.len() < 3 {
+        return Err(Error::FailedPrecondition(
+            "this evaluation needs at least 3 points".into(),
+        ));
+    }
+    let mode = resolve_mode(mode, snap.len(), cfg, v)?;
+    let nn = loo_neighbors(v, &snap, 2, mode, deadline)?;
+    let agreement = match mode {
+        Mode::Exact => None,
+        Mode::Approximate => Some(agreement(&snap, &nn, cfg.agreement_sample, deadline)?),
+    };
+    Ok(Loo {
+        snap,
+        nn,
+        mode,
+        agreement,
+    })
+}
+
+pub(crate) fn margin(
+    v: &Version,
+    cfg: &EvalConfig,
+    threshold: Option<f64>,
+    lowest_n: Option<u32>,
+    mode: ModeRequest,
+    deadline: &Deadline,
+) -> Result<MarginOut> {
+    let threshold = threshold.unwrap_or(cfg.margin_threshold);
+    if !threshold.is_finite() || threshold < 0.0 {
+        return Err(Error::invalid(
+            "threshold",
+            format!("must be a finite number ≥ 0, got {threshold}"),
+        ));
+    }
+    let lowest_n = lowest_n.unwrap_or(20).min(10_000) as usize;
+    let l = loo(v, cfg, mode, deadline)?;
+    let mut out = margin_out(&l.snap, &l.nn, threshold, lowest_n, l.mode);
+    out.approximate_agreement = l.agreement;
+    Ok(out)
+}
+
+pub(crate) fn confusion(
+    v: &Version,
+    cfg: &EvalConfig,
+    top_pairs: Option<u32>,
+    mode: ModeRequest,
+    deadline: &Deadline,
+) -> Result<ConfusionOut> {
+    let l = loo(v, cfg, mode, deadline)?;
+    let mut out = confusion_out(&l.snap, &l.nn, cfg, top_pairs.unwrap_or(0) as usize, l.mode);
+    out.approximate_agreement = l.agreement;
+    Ok(out)
+}
+
+pub(crate) fn actions(
+    v: &Version,
+    cfg: &EvalConfig,
+    mode: ModeRequest,
+    deadline: &Deadline,
+) -> Result<ActionsOut> {
+    let Loo { snap, nn, mode, .. } = loo(v, cfg, mode, deadline)?;
+    let c = confusion_out(&snap, &nn, cfg, 0, mode);
+    let m = margin_out(&snap, &nn, cfg.margin_threshold, usize::MAX, mode);
+    let mut items = Vec::new();
+
+    let mut intra: Vec<f64> = c.classes.iter().map(|x| x.intra_class_distance).collect();
+    intra.sort_by(f64::total_cmp);
+    let median = stats::percentile_sorted(&intra, 50.0);
+    if c.classes.len() >= 2 && median > 0.0 {
+        let threshold = cfg.intra_class_factor * median;
+        for cl in c
+            .classes
+            .iter()
+            .filter(|x| x.intra_class_distance >= threshold)
+        {
+            items.push(ActionItem {
+                signal: Signal::HighIntraClassDistance,
+                subject: cl.label.clone(),
+                value: cl.intra_class_distance,
+                threshold,
+                meaning: format!(
+                    "same-class samples are inconsistent (spread {:.3} is {:.2}x the median class; spread / separation to '{}' = {:.2})",
+                    cl.intra_class_distance,
+                    cl.intra_class_distance / median,
+                    cl.nearest_class,
+                    cl.intra_class_distance / cl.separation
+                ),
+                action: "clean the dataset (remove low-quality samples); start with the evidence ids, the members farthest from the class centroid".into(),
+                owner: cfg.owner_intra_class.clone(),
+                evidence_ids: cl.farthest_ids.clone(),
+                severity: cl.intra_class_distance / threshold,
+            });
+        }
+    }
+    for p in c.pairs.iter().filter(|p| {
+        p.rate >= cfg.confusion_pair_rate && p.count as usize >= cfg.confusion_pair_min_count
+    }) {
+        items.push(ActionItem {
+            signal: Signal::StrongConfusionPair,
+            subject: format!("{} -> {}", p.true_label, p.predicted_label),
+            value: p.rate,
+            threshold: cfg.confusion_pair_rate,
+            meaning: format!(
+                "two classes overlap heavily: {} of '{}' ({:.1}%) have a '{}' nearest neighbour ({:.1}% of all errors)",
+                p.count,
+                p.true_label,
+                p.rate * 100.0,
+                p.predicted_label,
+                p.share_of_errors * 100.0
+            ),
+            action: "add discriminative features or review labelling of the pair".into(),
+            owner: cfg.owner_confusion_pair.clone(),
+            evidence_ids: p.example_ids.clone(),
+            severity: p.rate / cfg.confusion_pair_rate,
+        });
+    }
+    for cl in m
+        .classes
+        .iter()
+        .filter(|x| x.low_margin_fraction >= cfg.low_margin_class_fraction)
+    {
+        let evidence: Vec<u64> = m
+            .lowest
+            .iter()
+            .filter(|s| s.label == cl.label)
+            .take(10)
+            .map(|s| s.id)
+            .collect();
+        items.push(ActionItem {
+            signal: Signal::LowMarginCluster,
+            subject: cl.label.clone(),
+            value: cl.low_margin_fraction,
+            threshold: cfg.low_margin_class_fraction,
+            meaning: format!(
+                "the class boundary is unstable: {:.1}% of '{}' have a 1-NN margin below {} (mean margin {:.4})",
+                cl.low_margin_fraction * 100.0,
+                cl.label,
+                cfg.margin_threshold,
+                cl.mean_margin
+            ),
+            action: "targeted data collection or fine-tuning around the evidence samples".into(),
+            owner: cfg.owner_low_margin.clone(),
+            evidence_ids: evidence,
+            severity: cl.low_margin_fraction / cfg.low_margin_class_fraction,
+        });
+    }
+    items.sort_by(|a, b| {
+        b.severity
+            .total_cmp(&a.severity)
+            .then(a.subject.cmp(&b.subject))
+    });
+    Ok(ActionsOut { mode, items })
+}
+
+pub(crate) fn project(
+    v: &Version,
+    sample_size: Option<u32>,
+    seed: Option<u64>,
+) -> Result<Vec<ProjectedOut>> {
+    const MAX_POINTS: usize = 20_000;
+    let snap = Snapshot::take(v)?;
+    let want = match sample_size.unwrap_or(0) as usize {
+        0 => snap.len().min(MAX_POINTS),
+        s => s.min(MAX_POINTS),
+    };
+    let rows = sample_rows(snap.len(), want, seed.unwrap_or(0));
+    let xy = project::pca_2d(snap.data(), &rows);
+    Ok(rows
+        .iter()
+        .zip(xy)
+        .map(|(&r, (x, y))| ProjectedOut {
+            id: snap.ids[r],
+            label: snap.label(r).into(),
+            x,
+            y,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_are_seeded_sorted_and_distinct() {
+        let a = sample_rows(1000, 50, 3);
+        assert_eq!(a, sample_rows(1000, 50, 3));
+        assert_ne!(a, sample_rows(1000, 50, 4));
+        assert!(a.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(sample_rows(10, 0, 1), (0..10).collect::<Vec<_>>());
+        assert_eq!(sample_rows(10, 20, 1).len(), 10);
+    }
+}
