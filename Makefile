@@ -18,9 +18,9 @@ build: setup
 run: setup
 	$(CARGO) run --release -p emberdb-server --bin emberdb -- --data-dir $(DATA_DIR)
 
-## Run the whole test suite (creates the Python venv the evaluation cross-check uses).
+## Run the whole test suite (installs the Python venv and Chromium the tests use).
 test: setup
-	@bash scripts/setup-python.sh
+	@bash scripts/setup-test.sh
 	$(CARGO) test --release --workspace --no-fail-fast
 
 lint: setup

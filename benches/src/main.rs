@@ -7,7 +7,7 @@
 //! its committed generation) to measure the server path's overhead, and exact
 //! search against a plain scalar loop. All ratios come from one run.
 
-mod data;
+use emberdb_benches::data;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

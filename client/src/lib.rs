@@ -11,6 +11,7 @@
 //! ```
 
 pub mod formats;
+pub mod report;
 
 pub use emberdb_proto::v1 as pb;
 pub use pb::{Metric, Neighbor, Point};

@@ -101,6 +101,15 @@ enum Cmd {
         #[command(subcommand)]
         what: EvalCmd,
     },
+    /// Write one self-contained HTML report: confusion heatmap, margin histograms,
+    /// 2-D projection, top confusion pairs and action items.
+    Report {
+        #[command(flatten)]
+        t: Target,
+        /// Output file.
+        #[arg(long, default_value = "report.html")]
+        out: PathBuf,
+    },
     /// Point an alias at a version, or delete it with --delete.
     Alias {
         collection: String,
@@ -287,6 +296,18 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::Eval { what } => eval(&mut c, what).await?,
+        Cmd::Report { t, out } => {
+            let data = emberdb_client::report::fetch(
+                &mut c,
+                &t.collection,
+                &t.version,
+                Some(std::time::Duration::from_secs(t.timeout_s)),
+            )
+            .await?;
+            std::fs::write(&out, emberdb_client::report::render_html(&data))
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("wrote {}", out.display());
+        }
         Cmd::Describe {
             collection,
             version,

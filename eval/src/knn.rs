@@ -213,7 +213,7 @@ pub fn spare(m: usize) -> usize {
 pub struct Exact<'a> {
     pub data: Data<'a>,
     pub space: Space,
-    max_norm: f32,
+    pub max_norm: f32,
 }
 
 impl<'a> Exact<'a> {
@@ -259,17 +259,197 @@ impl<'a> Exact<'a> {
 }
 
 /// Leave-one-out: the `m` exact nearest other rows of every row.
+///
+/// Small `m` (margin and confusion need 2) uses the symmetric path: each
+/// unordered pair is scored once. Rows whose kept candidates are too close to
+/// call in f32 are recomputed by the full-row path, so the answer is exact.
 pub fn all_neighbors(
     data: Data<'_>,
     space: Space,
     m: usize,
     deadline: &Deadline,
 ) -> Result<Vec<Vec<Neighbor>>> {
-    let queries: Vec<usize> = (0..data.len()).collect();
     let exact = Exact::new(data, space);
-    for_each_query(data, space, &queries, deadline, |q, row| {
-        exact.top_m(q, row, m, |_| true)
-    })
+    let queries: Vec<usize> = (0..data.len()).collect();
+    if m + spare(m) > SYM_KEEP_MAX || data.len() < 2 * SYM_BLOCK {
+        return for_each_query(data, space, &queries, deadline, |q, row| {
+            exact.top_m(q, row, m, |_| true)
+        });
+    }
+    let keep = m + spare(m);
+    let tops = symmetric_tops(data, space, keep, deadline)?;
+    let mut out: Vec<Vec<Neighbor>> = Vec::with_capacity(data.len());
+    let mut redo = Vec::new();
+    for (q, top) in tops.iter().enumerate() {
+        let cands = top.sorted();
+        let nq = if space == Space::Cosine {
+            1.0
+        } else {
+            squared_norm(data.row(q))
+        };
+        let slack = coarse_slack(data.dim, nq, exact.max_norm);
+        // Safe when everything not kept is beyond the m-th kept by two error bounds.
+        let safe =
+            cands.len() < keep || cands[keep - 1].0 >= cands[m.saturating_sub(1)].0 + 2.0 * slack;
+        if !safe {
+            redo.push(q);
+        }
+        let q_row = data.row(q);
+        let mut ex: Vec<Neighbor> = cands
+            .iter()
+            .map(|&(_, j)| (j, exact_distance(space, q_row, data.row(j))))
+            .collect();
+        ex.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        ex.truncate(m);
+        out.push(ex);
+    }
+    if !redo.is_empty() {
+        let fixed = for_each_query(data, space, &redo, deadline, |q, row| {
+            exact.top_m(q, row, m, |_| true)
+        })?;
+        for (q, nn) in redo.into_iter().zip(fixed) {
+            out[q] = nn;
+        }
+    }
+    Ok(out)
+}
+
+/// Largest candidate list the symmetric path keeps per row.
+const SYM_KEEP_MAX: usize = 16;
+/// Rows per block of the symmetric path.
+const SYM_BLOCK: usize = 256;
+/// Columns per GEMM strip of the symmetric path.
+const SYM_STRIP: usize = 2048;
+
+/// A row's best `keep` (coarse score, index) pairs, unsorted, with its worst cached.
+#[derive(Clone, Copy)]
+struct SmallTop {
+    items: [(f32, u32); SYM_KEEP_MAX],
+    len: u8,
+    worst: f32,
+}
+
+impl SmallTop {
+    const EMPTY: SmallTop = SmallTop {
+        items: [(f32::INFINITY, u32::MAX); SYM_KEEP_MAX],
+        len: 0,
+        worst: f32::INFINITY,
+    };
+
+    #[inline]
+    fn push(&mut self, keep: usize, s: f32, j: u32) {
+        if (self.len as usize) < keep {
+            self.items[self.len as usize] = (s, j);
+            self.len += 1;
+            if self.len as usize == keep {
+                self.worst = self.items[..keep]
+                    .iter()
+                    .map(|x| x.0)
+                    .fold(f32::NEG_INFINITY, f32::max);
+            }
+            return;
+        }
+        if s >= self.worst {
+            // Ties at the boundary: prefer the lower index, as the final ranking does.
+            if s > self.worst {
+                return;
+            }
+        }
+        // Replace the worst (largest score, then largest index).
+        let (wi, w) = self.items[..keep]
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.0.total_cmp(&b.1.0).then(a.1.1.cmp(&b.1.1)))
+            .map(|(i, x)| (i, *x))
+            .expect("keep > 0");
+        if (s, j) < w {
+            self.items[wi] = (s, j);
+            self.worst = self.items[..keep]
+                .iter()
+                .map(|x| x.0)
+                .fold(f32::NEG_INFINITY, f32::max);
+        }
+    }
+
+    fn sorted(&self) -> Vec<(f32, usize)> {
+        let mut v: Vec<(f32, usize)> = self.items[..self.len as usize]
+            .iter()
+            .map(|&(s, j)| (s, j as usize))
+            .collect();
+        v.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        v
+    }
+}
+
+/// Per-row top-`keep` coarse candidates over all other rows, scoring each
+/// unordered pair once (blocks of rows against the strips at and after them).
+fn symmetric_tops(
+    data: Data<'_>,
+    space: Space,
+    keep: usize,
+    deadline: &Deadline,
+) -> Result<Vec<SmallTop>> {
+    let n = data.len();
+    let norms = if space == Space::L2 {
+        norms(data)
+    } else {
+        Vec::new()
+    };
+    let blocks: Vec<usize> = (0..n).step_by(SYM_BLOCK).collect();
+    let total = blocks.len();
+    let state = blocks
+        .par_iter()
+        .enumerate()
+        .try_fold(
+            || (vec![SmallTop::EMPTY; n], Vec::<f32>::new()),
+            |(mut tops, mut c), (bi, &i0)| {
+                if deadline.expired() {
+                    return Err(EvalError::DeadlineExceeded { done: bi, total });
+                }
+                let i1 = (i0 + SYM_BLOCK).min(n);
+                let a = &data.vectors[i0 * data.dim..i1 * data.dim];
+                let qn: Vec<f32> = (i0..i1)
+                    .map(|i| norms.get(i).copied().unwrap_or(0.0))
+                    .collect();
+                let mut j0 = i0;
+                while j0 < n {
+                    let j1 = (j0 + SYM_STRIP).min(n);
+                    let strip = Data::new(data.dim, &data.vectors[j0 * data.dim..j1 * data.dim]);
+                    let strip_norms = if norms.is_empty() {
+                        &norms[..]
+                    } else {
+                        &norms[j0..j1]
+                    };
+                    score_block(strip, strip_norms, space, a, &qn, &mut c);
+                    let w = j1 - j0;
+                    for (r, row) in c.chunks_exact(w).enumerate() {
+                        let i = i0 + r;
+                        // Within the diagonal region only j > i, so each pair is seen once.
+                        let start = if j0 <= i { i + 1 - j0 } else { 0 };
+                        for (off, &s) in row.iter().enumerate().skip(start) {
+                            let j = j0 + off;
+                            tops[i].push(keep, s, j as u32);
+                            tops[j].push(keep, s, i as u32);
+                        }
+                    }
+                    j0 = j1;
+                }
+                Ok((tops, c))
+            },
+        )
+        .map(|r| r.map(|(tops, _)| tops))
+        .try_reduce(
+            || vec![SmallTop::EMPTY; n],
+            |mut a, b| {
+                for (x, y) in a.iter_mut().zip(&b) {
+                    for &(s, j) in &y.items[..y.len as usize] {
+                        x.push(keep, s, j);
+                    }
+                }
+                Ok(a)
+            },
+        )?;
+    Ok(state)
 }
 
 /// Naive f64 reference (tests and small inputs).
@@ -334,6 +514,37 @@ mod tests {
                 for (g, w) in got_q.iter().zip(&want) {
                     assert!((g.1 - w.1).abs() <= 1e-9 * w.1.abs().max(1.0));
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn symmetric_path_matches_naive() {
+        // Large enough for the symmetric path (n >= 2 blocks), with exact duplicates,
+        // near-duplicate clusters far from the origin, and integer data full of ties.
+        let (n, dim) = (1300, 16);
+        let mut v = random(11, n, dim);
+        for x in v[..dim].iter_mut() {
+            *x += 5000.0;
+        }
+        for r in 1..=30 {
+            for d in 0..dim {
+                v[r * dim + d] = v[d] + if r % 3 == 0 { 0.0 } else { 1e-3 * r as f32 };
+            }
+        }
+        for x in v[600 * dim..].iter_mut() {
+            *x = x.round();
+        }
+        let data = Data::new(dim, &v);
+        for space in [Space::L2, Space::Dot] {
+            let got = all_neighbors(data, space, 2, &Deadline::none()).expect("no deadline");
+            for (q, g) in got.iter().enumerate() {
+                let want = naive_neighbors(data, space, q, 2, |_| true);
+                assert_eq!(
+                    g.iter().map(|x| x.0).collect::<Vec<_>>(),
+                    want.iter().map(|x| x.0).collect::<Vec<_>>(),
+                    "{space:?} row {q}"
+                );
             }
         }
     }

@@ -20,7 +20,12 @@ pub struct ClassMargin {
     pub count: usize,
     pub mean_margin: f64,
     pub low_margin_fraction: f64,
+    /// Members per bin of [`MarginReport::histogram_edges`].
+    pub histogram: Vec<u64>,
 }
+
+/// Bins of the per-class histograms.
+pub const HISTOGRAM_BINS: usize = 20;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct MarginReport {
@@ -35,6 +40,8 @@ pub struct MarginReport {
     pub lowest: Vec<MarginItem>,
     /// Every row's item, in row order (for callers that need per-point margins).
     pub items: Vec<MarginItem>,
+    /// `HISTOGRAM_BINS + 1` edges from 0 to the 99th percentile.
+    pub histogram_edges: Vec<f64>,
 }
 
 /// `neighbors[i]` holds at least two exact neighbours of row i (rows with fewer are skipped).
@@ -62,20 +69,35 @@ pub fn margin_report(
     sorted.sort_by(f64::total_cmp);
     let low = items.iter().filter(|m| m.margin < threshold).count();
 
-    let mut by_class: std::collections::BTreeMap<u32, (usize, f64, usize)> = Default::default();
+    let top = percentile_sorted(&sorted, 99.0);
+    let top = if top.is_finite() && top > 0.0 {
+        top
+    } else {
+        1.0
+    };
+    let histogram_edges: Vec<f64> = (0..=HISTOGRAM_BINS)
+        .map(|i| top * i as f64 / HISTOGRAM_BINS as f64)
+        .collect();
+    let bin = |m: f64| (((m / top) * HISTOGRAM_BINS as f64) as usize).min(HISTOGRAM_BINS - 1);
+    let mut by_class: std::collections::BTreeMap<u32, (usize, f64, usize, Vec<u64>)> =
+        Default::default();
     for m in &items {
-        let e = by_class.entry(labels[m.row]).or_default();
+        let e = by_class
+            .entry(labels[m.row])
+            .or_insert_with(|| (0, 0.0, 0, vec![0; HISTOGRAM_BINS]));
         e.0 += 1;
         e.1 += m.margin;
         e.2 += usize::from(m.margin < threshold);
+        e.3[bin(m.margin)] += 1;
     }
     let mut classes: Vec<ClassMargin> = by_class
         .into_iter()
-        .map(|(label, (count, sum, low))| ClassMargin {
+        .map(|(label, (count, sum, low, histogram))| ClassMargin {
             label,
             count,
             mean_margin: sum / count as f64,
             low_margin_fraction: low as f64 / count as f64,
+            histogram,
         })
         .collect();
     classes.sort_by(|a, b| {
@@ -100,6 +122,7 @@ pub fn margin_report(
         classes,
         lowest,
         items,
+        histogram_edges,
     }
 }
 
@@ -126,6 +149,14 @@ mod tests {
         // Class b (margins 1.99, 2.0) is less stable than a (2.0, 1.0)? Mean: a=1.5, b=1.995.
         assert_eq!(r.classes[0].label, 0);
         assert!((r.median - 1.995).abs() < 1e-6);
+        assert_eq!(r.histogram_edges.len(), HISTOGRAM_BINS + 1);
+        assert_eq!(
+            r.classes
+                .iter()
+                .map(|c| c.histogram.iter().sum::<u64>())
+                .sum::<u64>(),
+            4
+        );
     }
 
     #[test]

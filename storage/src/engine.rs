@@ -962,6 +962,7 @@ impl Shared {
             indexed_upto: AtomicUsize::new(0),
             index: Mutex::new(IndexState::default()),
             dropped: AtomicBool::new(false),
+            loo_cache: Mutex::new(None),
         }
     }
 

@@ -89,6 +89,8 @@ impl Mode {
 
 /// A version's live points, ordered by id (so "lower row" means "lower id").
 pub(crate) struct Snapshot {
+    /// Op sequence the snapshot reflects.
+    pub seq: u64,
     pub ids: Vec<u64>,
     pub vectors: Vec<f32>,
     /// Label id per row; 0 = unlabelled.
@@ -111,6 +113,7 @@ impl Snapshot {
             vectors.extend_from_slice(store.vector(s));
         }
         Ok(Snapshot {
+            seq: store.applied_seq,
             ids: rows.iter().map(|r| r.0).collect(),
             labels: rows.iter().map(|&(_, s)| store.labels[s]).collect(),
             label_names: store.label_names.clone(),
@@ -137,6 +140,7 @@ impl Snapshot {
         let keep: Vec<usize> = (0..self.len()).filter(|&r| self.labels[r] != 0).collect();
         if keep.is_empty() || keep.len() == self.len() {
             return Snapshot {
+                seq: self.seq,
                 ids: self.ids.clone(),
                 vectors: self.vectors.clone(),
                 labels: self.labels.clone(),
@@ -150,6 +154,7 @@ impl Snapshot {
             vectors.extend_from_slice(&self.vectors[r * self.dim..(r + 1) * self.dim]);
         }
         Snapshot {
+            seq: self.seq,
             ids: keep.iter().map(|&r| self.ids[r]).collect(),
             labels: keep.iter().map(|&r| self.labels[r]).collect(),
             label_names: self.label_names.clone(),
@@ -246,8 +251,11 @@ fn loo_neighbors(
                 ls.dedup();
                 ls
             };
-            // Restrict to the snapshot's rows (labelled ones when some are unlabelled).
-            let filter = (snap.labels.iter().any(|&l| l != 0)).then(|| Filter {
+            // Restrict to the snapshot's rows only when it leaves some points out (the
+            // unlabelled ones): an unfiltered search keeps hnsw_rs's fast path.
+            let (live, _) = v.counts()?;
+            let restrict = (snap.len() as u64) < live;
+            let filter = restrict.then(|| Filter {
                 labels,
                 metadata: BTreeMap::new(),
             });
@@ -363,6 +371,7 @@ pub struct ClassMarginOut {
     pub count: u64,
     pub mean_margin: f64,
     pub low_margin_fraction: f64,
+    pub histogram: Vec<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -378,6 +387,7 @@ pub struct MarginOut {
     pub threshold: f64,
     pub points: u64,
     pub approximate_agreement: Option<f64>,
+    pub histogram_edges: Vec<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -613,6 +623,7 @@ fn margin_out(
                 count: c.count as u64,
                 mean_margin: c.mean_margin,
                 low_margin_fraction: c.low_margin_fraction,
+                histogram: c.histogram.clone(),
             })
             .collect(),
         lowest: r
@@ -633,6 +644,7 @@ fn margin_out(
         threshold,
         points: r.items.len() as u64,
         approximate_agreement: None,
+        histogram_edges: r.histogram_edges,
     }
 }
 
@@ -688,11 +700,20 @@ fn confusion_out(
     }
 }
 
+/// Cached leave-one-out neighbours of a version's labelled snapshot.
+#[derive(Debug, Clone)]
+pub(crate) struct LooCache {
+    seq: u64,
+    mode: Mode,
+    nn: std::sync::Arc<Vec<Vec<Neighbor>>>,
+    agreement: Option<f64>,
+}
+
 /// The labelled snapshot, its leave-one-out neighbours, the mode that ran and
 /// (approximate mode) the measured 1-NN label agreement with exact search.
 struct Loo {
     snap: Snapshot,
-    nn: Vec<Vec<Neighbor>>,
+    nn: std::sync::Arc<Vec<Vec<Neighbor>>>,
     mode: Mode,
     agreement: Option<f64>,
 }
@@ -707,11 +728,26 @@ fn loo(v: &Version, cfg: &EvalConfig, mode: ModeRequest, deadline: &Deadline) ->
         ));
     }
     let mode = resolve_mode(mode, snap.len(), cfg, v)?;
-    let nn = loo_neighbors(v, &snap, 2, mode, deadline)?;
+    let cached = v.loo_cache.lock().map_err(poisoned)?.clone();
+    if let Some(c) = cached.filter(|c| c.seq == snap.seq && c.mode == mode) {
+        return Ok(Loo {
+            snap,
+            nn: c.nn,
+            mode,
+            agreement: c.agreement,
+        });
+    }
+    let nn = std::sync::Arc::new(loo_neighbors(v, &snap, 2, mode, deadline)?);
     let agreement = match mode {
         Mode::Exact => None,
         Mode::Approximate => Some(agreement(&snap, &nn, cfg.agreement_sample, deadline)?),
     };
+    *v.loo_cache.lock().map_err(poisoned)? = Some(LooCache {
+        seq: snap.seq,
+        mode,
+        nn: nn.clone(),
+        agreement,
+    });
     Ok(Loo {
         snap,
         nn,

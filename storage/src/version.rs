@@ -70,6 +70,9 @@ pub struct Version {
     pub(crate) index: Mutex<IndexState>,
     pub(crate) dropped: AtomicBool,
     pub(crate) dir: IndexDir,
+    /// The last leave-one-out neighbour lists, keyed by the op sequence they saw:
+    /// Confusion, Margin and Actions share one all-pairs pass until the next write.
+    pub(crate) loo_cache: Mutex<Option<crate::evaluate::LooCache>>,
 }
 
 /// Score-ordered candidate: (score, id, slot); total order so NaN can never panic.

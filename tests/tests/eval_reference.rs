@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use emberdb_client::{Metric, Point, SearchOptions, pb};
+use emberdb_client::{Metric, SearchOptions, pb};
 use emberdb_tests::TestServer;
 
 #[derive(serde::Deserialize)]
@@ -69,18 +69,7 @@ async fn check(which: &str) -> anyhow::Result<()> {
     let server = TestServer::start().await?;
     let mut c = server.client().await?;
     c.create_version(which, "v1", r.dim, Metric::L2).await?;
-    let points: Vec<Point> = r
-        .vectors
-        .iter()
-        .zip(&r.labels)
-        .enumerate()
-        .map(|(i, (v, l))| Point {
-            id: i as u64,
-            vector: v.clone(),
-            label: l.clone(),
-            ..Default::default()
-        })
-        .collect();
+    let points = emberdb_tests::points(&r.vectors, &r.labels, 0);
     for chunk in points.chunks(1000) {
         c.upsert(which, "v1", chunk.to_vec()).await?;
     }
@@ -240,18 +229,7 @@ async fn planted_confusion_matches_numpy_and_yields_actions() -> anyhow::Result<
     let server = TestServer::start().await?;
     let mut c = server.client().await?;
     c.create_version("p", "v", r.dim, Metric::L2).await?;
-    let pts: Vec<Point> = r
-        .vectors
-        .iter()
-        .zip(&r.labels)
-        .enumerate()
-        .map(|(i, (v, l))| Point {
-            id: i as u64,
-            vector: v.clone(),
-            label: l.clone(),
-            ..Default::default()
-        })
-        .collect();
+    let pts = emberdb_tests::points(&r.vectors, &r.labels, 0);
     c.upsert("p", "v", pts).await?;
     let a = c
         .actions(

@@ -218,6 +218,7 @@ pub fn margin_report(r: MarginOut) -> pb::MarginReport {
         threshold,
         points,
         approximate_agreement,
+        histogram_edges,
     } = r;
     pb::MarginReport {
         mode: mode.name().into(),
@@ -233,6 +234,7 @@ pub fn margin_report(r: MarginOut) -> pb::MarginReport {
                 count: c.count,
                 mean_margin: c.mean_margin,
                 low_margin_fraction: c.low_margin_fraction,
+                histogram: c.histogram,
             })
             .collect(),
         lowest: lowest
@@ -252,6 +254,7 @@ pub fn margin_report(r: MarginOut) -> pb::MarginReport {
         threshold,
         points,
         approximate_agreement,
+        histogram_edges,
     }
 }
 

@@ -1,0 +1,3 @@
+//! Shared pieces of EmberDB's benchmark binaries: the datasets.
+
+pub mod data;

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs beyond the build, only when missing:
+# - a Python venv under $HOME/.cache/emberdb with numpy and scikit-learn (the
+#   evaluation cross-check against the seed analysis);
+# - Chromium (the `ember report` rendering test).
+set -euo pipefail
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+apt_updated=0
+apt_install() {
+    if [ $apt_updated = 0 ]; then $SUDO apt-get update -qq; apt_updated=1; fi
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+}
+
+VENV="${EMBERDB_VENV:-$HOME/.cache/emberdb/venv}"
+if ! "$VENV/bin/python" -c 'import numpy, sklearn' >/dev/null 2>&1; then
+    echo "setup: creating $VENV with numpy and scikit-learn"
+    python3 -m venv "$VENV" >/dev/null 2>&1 || { apt_install python3-venv; python3 -m venv "$VENV"; }
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check numpy scikit-learn
+fi
+
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "setup: installing chromium"
+    apt_install chromium
+fi
