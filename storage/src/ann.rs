@@ -95,6 +95,21 @@ impl HnswIndex {
             Graph::Loaded(l) => l.hnsw(),
         }
     }
+
+    /// Calls `f(slot, level, neighbours_by_layer)` for every point in the graph.
+    /// Not concurrent with inserts (the indexer, the only inserter, calls it).
+    pub fn for_each_point(&self, mut f: impl FnMut(usize, usize, &[Vec<usize>])) {
+        let _ = guarded("export", || {
+            for p in self.hnsw().get_point_indexation() {
+                let layers: Vec<Vec<usize>> = p
+                    .get_neighborhood_id()
+                    .iter()
+                    .map(|l| l.iter().map(|n| n.d_id).collect())
+                    .collect();
+                f(p.get_origin_id(), p.get_point_id().0 as usize, &layers);
+            }
+        });
+    }
 }
 
 fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Result<T> {

@@ -959,6 +959,7 @@ impl Shared {
             last_seq: AtomicU64::new(last_seq),
             store: RwLock::new(store),
             ann: RwLock::new(None),
+            view: RwLock::new(None),
             indexed_upto: AtomicUsize::new(0),
             index: Mutex::new(IndexState::default()),
             dropped: AtomicBool::new(false),
@@ -1108,7 +1109,9 @@ impl Shared {
             version
                 .indexed_upto
                 .store(manifest.slot_count as usize, Ordering::SeqCst);
-            *version.ann.write().map_err(poisoned)? = Some(Arc::new(ix));
+            let ix = Arc::new(ix);
+            crate::indexer::refresh_view(&version, &ix)?;
+            *version.ann.write().map_err(poisoned)? = Some(ix);
             let mut st = version.index.lock().map_err(poisoned)?;
             st.generation = manifest.generation;
             st.mapped_generation = Some(manifest.generation);

@@ -42,6 +42,8 @@ pub struct EvalConfig {
     pub owner_low_margin: String,
     /// Sample size of the exact check that approximate mode reports.
     pub agreement_sample: usize,
+    /// HNSW search breadth of approximate mode.
+    pub approximate_ef: usize,
 }
 
 impl Default for EvalConfig {
@@ -58,6 +60,7 @@ impl Default for EvalConfig {
             owner_confusion_pair: "CV / Product".into(),
             owner_low_margin: "ML Team".into(),
             agreement_sample: 1000,
+            approximate_ef: 128,
         }
     }
 }
@@ -228,6 +231,7 @@ fn loo_neighbors(
     snap: &Snapshot,
     m: usize,
     mode: Mode,
+    ef: usize,
     deadline: &Deadline,
 ) -> Result<Vec<Vec<Neighbor>>> {
     match mode {
@@ -270,7 +274,7 @@ fn loo_neighbors(
                     }
                     let params = SearchParams {
                         k: m + 1,
-                        ef: 64.max(m + 1),
+                        ef: ef.max(m + 1),
                         exact: false,
                         filter: filter.as_ref(),
                     };
@@ -737,7 +741,14 @@ fn loo(v: &Version, cfg: &EvalConfig, mode: ModeRequest, deadline: &Deadline) ->
             agreement: c.agreement,
         });
     }
-    let nn = std::sync::Arc::new(loo_neighbors(v, &snap, 2, mode, deadline)?);
+    let nn = std::sync::Arc::new(loo_neighbors(
+        v,
+        &snap,
+        2,
+        mode,
+        cfg.approximate_ef,
+        deadline,
+    )?);
     let agreement = match mode {
         Mode::Exact => None,
         Mode::Approximate => Some(agreement(&snap, &nn, cfg.agreement_sample, deadline)?),

@@ -101,6 +101,16 @@ fn step(s: &Shared, v: &Arc<Version>) -> Result<bool> {
         ann.insert(&refs)?;
         // Insert first, then publish: a search that sees the new watermark sees the points.
         v.indexed_upto.store(end, Ordering::SeqCst);
+        let covered = v
+            .view
+            .read()
+            .map_err(poisoned)?
+            .as_ref()
+            .map_or(0, |g| g.covers);
+        // Re-export while bulk loading once the view lags by 10% (the lag is scanned exactly).
+        if end - covered >= (covered / 10).max(4 * s.config.index_chunk) {
+            refresh_view(v, &ann)?;
+        }
         st.unpersisted += end - upto;
         st.last_change = Some(Instant::now());
         if st.unpersisted >= s.config.persist_every {
@@ -112,6 +122,18 @@ fn step(s: &Shared, v: &Arc<Version>) -> Result<bool> {
         rebuild(s, v, &mut st)?;
         return Ok(true);
     }
+    if let Some(ann) = v.ann.read().map_err(poisoned)?.clone() {
+        let covered = v
+            .view
+            .read()
+            .map_err(poisoned)?
+            .as_ref()
+            .map_or(0, |g| g.covers);
+        if covered < upto {
+            refresh_view(v, &ann)?;
+            return Ok(true);
+        }
+    }
     let idle = st
         .last_change
         .is_some_and(|t| t.elapsed() >= s.config.persist_idle);
@@ -120,6 +142,17 @@ fn step(s: &Shared, v: &Arc<Version>) -> Result<bool> {
         return Ok(true);
     }
     Ok(false)
+}
+
+/// Re-exports the graph into the version's searchable view, covering every
+/// slot below the current watermark.
+pub(crate) fn refresh_view(v: &Version, ann: &HnswIndex) -> Result<()> {
+    let covers = v.indexed_upto.load(Ordering::SeqCst);
+    let started = Instant::now();
+    let view = crate::graph_view::GraphView::export(ann, covers);
+    *v.view.write().map_err(poisoned)? = Some(Arc::new(view));
+    tracing::debug!(version = %v.record.name, covers, elapsed_ms = started.elapsed().as_millis() as u64, "graph view refreshed");
+    Ok(())
 }
 
 fn ensure_graph(s: &Shared, v: &Version, capacity: usize) -> Result<Arc<HnswIndex>> {
@@ -184,6 +217,8 @@ pub(crate) fn rebuild(s: &Shared, v: &Version, st: &mut IndexState) -> Result<()
         from = to;
     }
     // Swap the index first, then the watermark (searches read the watermark first).
+    let view = crate::graph_view::GraphView::export(&fresh, end);
+    *v.view.write().map_err(poisoned)? = Some(Arc::new(view));
     *v.ann.write().map_err(poisoned)? = Some(fresh);
     v.indexed_upto.store(end, Ordering::SeqCst);
     st.mapped_generation = None;

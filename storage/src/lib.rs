@@ -16,6 +16,7 @@ mod engine;
 pub mod error;
 pub mod evaluate;
 mod generation;
+mod graph_view;
 mod indexer;
 mod mmap;
 mod store;

@@ -64,6 +64,8 @@ pub struct Version {
     /// Read-mostly: searches share it; writers hold it only to apply a committed batch.
     pub(crate) store: RwLock<Store>,
     pub(crate) ann: RwLock<Option<Arc<HnswIndex>>>,
+    /// Our searchable copy of `ann` (see `graph_view.rs`); covers a prefix of the slots.
+    pub(crate) view: RwLock<Option<Arc<crate::graph_view::GraphView>>>,
     /// Slots below this are in `ann` (unless they were dead when the indexer reached them).
     pub(crate) indexed_upto: AtomicUsize,
     /// Held by the indexer for one step (insert chunk, persist, rebuild), and by drop.
@@ -194,6 +196,13 @@ impl Version {
         } else {
             self.ann.read().map_err(poisoned)?.clone()
         };
+        let view = if p.exact {
+            None
+        } else {
+            self.view.read().map_err(poisoned)?.clone()
+        };
+        // With a view, the graph part is what the view covers; everything after it is scanned.
+        let upto = view.as_ref().map_or(upto, |v| v.covers);
         let store = self.store.read().map_err(poisoned)?;
         let filter = p.filter.map(|f| CompiledFilter::new(f, &store));
         let filter = filter.as_ref();
@@ -225,7 +234,16 @@ impl Version {
                         let mut top = TopK::new(p.k);
                         let graph_filter: Option<&(dyn Fn(usize) -> bool + Sync)> =
                             if trivial { None } else { Some(&pass) };
-                        for (s, _) in ann.search(&q, p.k, ef, graph_filter)? {
+                        let found = match &view {
+                            Some(v) => v.search(
+                                p.k,
+                                ef,
+                                |s| crate::distance::l2sq(&q, store.vector(s as usize)),
+                                graph_filter,
+                            ),
+                            None => ann.search(&q, p.k, ef, graph_filter)?,
+                        };
+                        for (s, _) in found {
                             if s < n {
                                 top.push(Cand(metric.score(&q, store.vector(s)), store.ids[s], s));
                             }
