@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::Data;
 use crate::knn::Neighbor;
-use crate::{Data, exact_distance};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pair {
@@ -143,7 +143,6 @@ pub fn confusion_report(
             }
         })
         .collect();
-    let _ = exact_distance;
     ConfusionReport {
         accuracy: if n == 0 {
             0.0

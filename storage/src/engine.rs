@@ -893,15 +893,23 @@ impl Shared {
         }
     }
 
+    /// A little-endian u64 stored under `key`, or `default` when absent.
+    fn get_u64(&self, cf: &str, key: &[u8], default: u64) -> Result<u64> {
+        match self.db.get_cf(self.cf(cf)?, key)? {
+            Some(b) => Ok(u64::from_le_bytes(b.as_slice().try_into().map_err(
+                |_| {
+                    Error::DataCorruption(format!(
+                        "{cf}/{} is not 8 bytes",
+                        String::from_utf8_lossy(key)
+                    ))
+                },
+            )?)),
+            None => Ok(default),
+        }
+    }
+
     fn next_id(&self) -> Result<u64> {
-        Ok(match self.db.get_cf(self.cf(CF_CATALOG)?, NEXT_ID_KEY)? {
-            Some(b) => u64::from_le_bytes(
-                b.as_slice()
-                    .try_into()
-                    .map_err(|_| Error::DataCorruption("next_id is not 8 bytes".into()))?,
-            ),
-            None => 1,
-        })
+        self.get_u64(CF_CATALOG, NEXT_ID_KEY, 1)
     }
 
     fn collection_record(&self, name: &str) -> Result<CollectionRecord> {
@@ -996,14 +1004,7 @@ impl Shared {
     /// background and searches use the exact path until then.
     fn load_version(&self, collection: &str, rec: VersionRecord) -> Result<Version> {
         let started = Instant::now();
-        let stored_seq = match self.db.get_cf(self.cf(CF_META)?, codec::seq_key(rec.id))? {
-            Some(b) => u64::from_le_bytes(
-                b.as_slice()
-                    .try_into()
-                    .map_err(|_| Error::DataCorruption("seq is not 8 bytes".into()))?,
-            ),
-            None => 0,
-        };
+        let stored_seq = self.get_u64(CF_META, &codec::seq_key(rec.id), 0)?;
         let version = self.new_version(
             collection,
             rec.clone(),

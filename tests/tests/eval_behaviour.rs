@@ -8,6 +8,22 @@ use emberdb_client::{Metric, Point, pb};
 use emberdb_tests::{TestServer, clustered, points, upsert_all, wait_ready};
 use tonic::Code;
 
+fn recall_req(
+    k: u32,
+    ef: Option<u32>,
+    sample_size: Option<u32>,
+    seed: Option<u64>,
+) -> pb::RecallRequest {
+    pb::RecallRequest {
+        collection: "c".into(),
+        version: "v".into(),
+        k: Some(k),
+        ef,
+        sample_size,
+        seed,
+    }
+}
+
 fn confusion(mode: pb::EvalMode) -> pb::ConfusionRequest {
     pb::ConfusionRequest {
         collection: "c".into(),
@@ -61,14 +77,7 @@ async fn deadline_is_honoured_and_server_stays_responsive() -> anyhow::Result<()
     let t = std::time::Instant::now();
     let err = c
         .recall(
-            pb::RecallRequest {
-                collection: "c".into(),
-                version: "v".into(),
-                k: Some(10),
-                ef: None,
-                sample_size: None,
-                seed: None,
-            },
+            recall_req(10, None, None, None),
             Some(Duration::from_millis(300)),
         )
         .await
@@ -86,14 +95,7 @@ async fn deadline_is_honoured_and_server_stays_responsive() -> anyhow::Result<()
     // The server is still serving, and a sampled recall fits comfortably.
     let r = c
         .recall(
-            pb::RecallRequest {
-                collection: "c".into(),
-                version: "v".into(),
-                k: Some(10),
-                ef: Some(64),
-                sample_size: Some(200),
-                seed: Some(1),
-            },
+            recall_req(10, Some(64), Some(200), Some(1)),
             Some(Duration::from_secs(60)),
         )
         .await?;
@@ -101,17 +103,7 @@ async fn deadline_is_honoured_and_server_stays_responsive() -> anyhow::Result<()
     assert_eq!(r.query_ids.len(), 200);
     // Same seed, same sample.
     let again = c
-        .recall(
-            pb::RecallRequest {
-                collection: "c".into(),
-                version: "v".into(),
-                k: Some(10),
-                ef: Some(64),
-                sample_size: Some(200),
-                seed: Some(1),
-            },
-            None,
-        )
+        .recall(recall_req(10, Some(64), Some(200), Some(1)), None)
         .await?;
     assert_eq!(r.query_ids, again.query_ids);
     Ok(())
@@ -161,17 +153,7 @@ async fn bad_evaluation_input_is_named() -> anyhow::Result<()> {
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().starts_with("threshold"), "{}", e.message());
     let e = c
-        .recall(
-            pb::RecallRequest {
-                collection: "c".into(),
-                version: "v".into(),
-                k: Some(0),
-                ef: None,
-                sample_size: None,
-                seed: None,
-            },
-            None,
-        )
+        .recall(recall_req(0, None, None, None), None)
         .await
         .unwrap_err();
     assert!(e.message().starts_with("k:"), "{}", e.message());
