@@ -18,6 +18,7 @@ pub use pb::{Metric, Neighbor, Point};
 
 use pb::collections_client::CollectionsClient;
 use pb::evaluation_client::EvaluationClient;
+use pb::operations_client::OperationsClient;
 use pb::points_client::PointsClient;
 use tonic::Status;
 use tonic::transport::Channel;
@@ -31,6 +32,7 @@ pub struct Client {
     collections: CollectionsClient<Channel>,
     points: PointsClient<Channel>,
     evaluation: EvaluationClient<Channel>,
+    operations: OperationsClient<Channel>,
 }
 
 /// Search options beyond the query and k.
@@ -61,7 +63,10 @@ impl Client {
             points: PointsClient::new(channel.clone())
                 .max_decoding_message_size(max_message_bytes)
                 .max_encoding_message_size(max_message_bytes),
-            evaluation: EvaluationClient::new(channel)
+            evaluation: EvaluationClient::new(channel.clone())
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes),
+            operations: OperationsClient::new(channel)
                 .max_decoding_message_size(max_message_bytes)
                 .max_encoding_message_size(max_message_bytes),
         }
@@ -360,6 +365,83 @@ impl Client {
             .project(with_deadline(req, timeout))
             .await?
             .into_inner())
+    }
+}
+
+impl Client {
+    pub async fn drift(
+        &mut self,
+        req: pb::DriftRequest,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<pb::DriftReport, Status> {
+        Ok(self
+            .operations
+            .drift(with_deadline(req, timeout))
+            .await?
+            .into_inner())
+    }
+
+    pub async fn compare_versions(
+        &mut self,
+        req: pb::CompareVersionsRequest,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<pb::CompareVersionsReport, Status> {
+        Ok(self
+            .operations
+            .compare_versions(with_deadline(req, timeout))
+            .await?
+            .into_inner())
+    }
+
+    pub async fn check_consistency(
+        &mut self,
+        collection: &str,
+        version: &str,
+        repair: bool,
+    ) -> Result<pb::ConsistencyReport, Status> {
+        Ok(self
+            .operations
+            .check_consistency(pb::CheckConsistencyRequest {
+                collection: collection.into(),
+                version: version.into(),
+                repair,
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Creates or replaces a monitor; returns whether one was replaced.
+    pub async fn set_monitor(&mut self, spec: pb::MonitorSpec) -> Result<bool, Status> {
+        Ok(self
+            .operations
+            .set_monitor(pb::SetMonitorRequest { spec: Some(spec) })
+            .await?
+            .into_inner()
+            .replaced)
+    }
+
+    pub async fn list_monitors(
+        &mut self,
+        collection: &str,
+    ) -> Result<Vec<pb::MonitorStatus>, Status> {
+        Ok(self
+            .operations
+            .list_monitors(pb::ListMonitorsRequest {
+                collection: collection.into(),
+            })
+            .await?
+            .into_inner()
+            .monitors)
+    }
+
+    pub async fn delete_monitor(&mut self, collection: &str, version: &str) -> Result<(), Status> {
+        self.operations
+            .delete_monitor(pb::DeleteMonitorRequest {
+                collection: collection.into(),
+                version: version.into(),
+            })
+            .await?;
+        Ok(())
     }
 }
 

@@ -7,6 +7,7 @@
 //! accumulated in f64.
 
 pub mod confusion;
+pub mod drift;
 pub mod knn;
 pub mod margin;
 pub mod project;

@@ -7,6 +7,7 @@
 pub mod error;
 pub mod grpc;
 pub mod metrics;
+pub mod monitors;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -27,6 +28,25 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// Evaluation thresholds and owners (the `[eval]` table of the config file).
     pub eval: EvalConfig,
+    /// Metrics settings (the `[metrics]` table).
+    pub metrics: MetricsConfig,
+}
+
+/// The `[metrics]` table of the config file.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// At most this many (collection, version) pairs are exported as label values;
+    /// monitored versions are admitted first.
+    pub max_series: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            max_series: metrics::DEFAULT_MAX_SERIES,
+        }
+    }
 }
 
 impl ServerConfig {
@@ -35,6 +55,7 @@ impl ServerConfig {
             data_dir: data_dir.into(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             eval: EvalConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -44,6 +65,7 @@ impl ServerConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct ConfigFile {
     pub eval: EvalConfig,
+    pub metrics: MetricsConfig,
 }
 
 impl ConfigFile {
@@ -63,11 +85,11 @@ pub async fn run(
     metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let data_dir = config.data_dir.clone();
-    let engine =
-        tokio::task::spawn_blocking(move || Engine::open(EngineConfig::new(data_dir))).await??;
+    let mut engine_config = EngineConfig::new(config.data_dir.clone());
+    engine_config.eval = config.eval.clone();
+    let engine = tokio::task::spawn_blocking(move || Engine::open(engine_config)).await??;
     let engine = Arc::new(engine);
-    let metrics = metrics::Metrics::new()?;
+    let metrics = metrics::Metrics::with_max_series(config.metrics.max_series)?;
 
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let metrics_task = metrics_listener.map(|l| {
@@ -84,6 +106,11 @@ pub async fn run(
         })
     });
 
+    let monitor_task = {
+        let rx = stop_tx.subscribe();
+        tokio::spawn(monitors::run(engine.clone(), rx))
+    };
+
     tracing::info!(addr = %grpc.local_addr()?, "serving gRPC");
     let served = grpc::serve(
         engine.clone(),
@@ -97,20 +124,61 @@ pub async fn run(
     if let Some(t) = metrics_task {
         let _ = t.await;
     }
+    let _ = monitor_task.await;
     tracing::info!("closing storage");
     tokio::task::spawn_blocking(move || engine.close()).await??;
     served
 }
 
-/// Updates scrape-time gauges from the engine.
+/// Updates scrape-time gauges from the engine: monitor results first (so
+/// monitored versions win the series cap), then point counts.
 fn refresh_gauges(m: &metrics::Metrics, engine: &Engine) {
+    if let Ok(monitors) = engine.list_monitors("") {
+        m.recall_at_k.reset();
+        m.precision_at_1.reset();
+        m.low_margin_fraction.reset();
+        m.drift_score.reset();
+        m.index_consistent.reset();
+        m.last_run.reset();
+        for mon in monitors {
+            let (c, v) = (mon.spec.collection.as_str(), mon.spec.version.as_str());
+            let (Some(r), Some(at)) = (&mon.result, mon.last_run_ms) else {
+                continue;
+            };
+            if !m.admit(c, v) {
+                continue;
+            }
+            let k = mon.spec.k.to_string();
+            m.recall_at_k
+                .with_label_values(&[c, v, k.as_str()])
+                .set(r.recall_at_k);
+            m.precision_at_1
+                .with_label_values(&[c, v])
+                .set(r.precision_at_1);
+            m.low_margin_fraction
+                .with_label_values(&[c, v])
+                .set(r.low_margin_fraction);
+            if let Some(d) = r.drift_score {
+                m.drift_score.with_label_values(&[c, v]).set(d);
+            }
+            m.index_consistent
+                .with_label_values(&[c, v])
+                .set(i64::from(r.consistent));
+            m.last_run
+                .with_label_values(&[c, v])
+                .set(at as f64 / 1000.0);
+            // The gauges name the version as the monitor does (an alias stays an alias).
+            m.points.with_label_values(&[c, v]).set(r.points as i64);
+        }
+    }
     if let Ok(collections) = engine.list_collections() {
-        m.points.reset();
         for c in collections {
             for v in c.versions {
-                m.points
-                    .with_label_values(&[c.name.as_str(), v.version.as_str()])
-                    .set(v.point_count as i64);
+                if m.admit(&c.name, &v.version) {
+                    m.points
+                        .with_label_values(&[c.name.as_str(), v.version.as_str()])
+                        .set(v.point_count as i64);
+                }
             }
         }
     }

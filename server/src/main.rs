@@ -66,6 +66,7 @@ fn main() -> anyhow::Result<()> {
                 data_dir: args.data_dir,
                 max_message_bytes: args.max_message_bytes,
                 eval: file.eval,
+                metrics: file.metrics,
             };
             emberdb_server::run(config, grpc, metrics, shutdown_signal()).await
         })

@@ -12,7 +12,8 @@ use std::time::Instant;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use tokio::net::TcpListener;
 
@@ -31,6 +32,12 @@ pub const METHODS: &[&str] = &[
     "/emberdb.v1.Evaluation/Margin",
     "/emberdb.v1.Evaluation/Project",
     "/emberdb.v1.Evaluation/Recall",
+    "/emberdb.v1.Operations/CheckConsistency",
+    "/emberdb.v1.Operations/CompareVersions",
+    "/emberdb.v1.Operations/DeleteMonitor",
+    "/emberdb.v1.Operations/Drift",
+    "/emberdb.v1.Operations/ListMonitors",
+    "/emberdb.v1.Operations/SetMonitor",
     "/emberdb.v1.Points/Delete",
     "/emberdb.v1.Points/Get",
     "/emberdb.v1.Points/Search",
@@ -76,11 +83,116 @@ pub struct Metrics {
     latency: HistogramVec,
     pub points: IntGaugeVec,
     pub index_rebuilds: IntCounterVec,
+    /// Search latency by collection and version (as the request names it).
+    pub search_latency: HistogramVec,
+    // Monitor results, labelled as the monitor names the version.
+    pub recall_at_k: GaugeVec,
+    pub precision_at_1: GaugeVec,
+    pub low_margin_fraction: GaugeVec,
+    pub drift_score: GaugeVec,
+    pub index_consistent: IntGaugeVec,
+    pub last_run: GaugeVec,
+    /// Series not exported because the cap was reached.
+    pub series_dropped: IntCounter,
+    series: SeriesCap,
 }
+
+/// Bounds label cardinality: at most `max` (collection, version) pairs are ever
+/// exported; later pairs are counted in `emberdb_metrics_series_dropped_total`.
+pub struct SeriesCap {
+    max: usize,
+    admitted: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+}
+
+impl SeriesCap {
+    pub fn new(max: usize) -> Self {
+        SeriesCap {
+            max,
+            admitted: std::sync::Mutex::new(std::collections::HashSet::new()),
+        }
+    }
+
+    /// Whether (collection, version) may be a label pair; admits it when there is room.
+    pub fn admit(&self, collection: &str, version: &str) -> bool {
+        let Ok(mut set) = self.admitted.lock() else {
+            return false;
+        };
+        let key = (collection.to_string(), version.to_string());
+        if set.contains(&key) {
+            return true;
+        }
+        if set.len() >= self.max {
+            return false;
+        }
+        set.insert(key);
+        true
+    }
+}
+
+/// Default cap on exported (collection, version) pairs.
+pub const DEFAULT_MAX_SERIES: usize = 200;
 
 impl Metrics {
     pub fn new() -> Result<Arc<Metrics>, prometheus::Error> {
+        Self::with_max_series(DEFAULT_MAX_SERIES)
+    }
+
+    pub fn with_max_series(max_series: usize) -> Result<Arc<Metrics>, prometheus::Error> {
         let registry = Registry::new();
+        let cv = ["collection", "version"];
+        let gauge =
+            |name: &str, help: &str, labels: &[&str]| -> Result<GaugeVec, prometheus::Error> {
+                let g = GaugeVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(g.clone()))?;
+                Ok(g)
+            };
+        let recall_at_k = gauge(
+            "emberdb_recall_at_k",
+            "ANN recall@k against exact search, from the last monitor run",
+            &["collection", "version", "k"],
+        )?;
+        let precision_at_1 = gauge(
+            "emberdb_precision_at_1",
+            "Share of sampled labelled points whose nearest other point has their label (last monitor run)",
+            &cv,
+        )?;
+        let low_margin_fraction = gauge(
+            "emberdb_low_margin_fraction",
+            "Share of sampled points whose 1-NN margin is below the threshold (last monitor run)",
+            &cv,
+        )?;
+        let drift_score = gauge(
+            "emberdb_drift_score",
+            "MMD² of the version against the monitor's baseline window (last monitor run)",
+            &cv,
+        )?;
+        let last_run = gauge(
+            "emberdb_eval_last_run_timestamp_seconds",
+            "When the monitor last finished, Unix seconds",
+            &cv,
+        )?;
+        let index_consistent = IntGaugeVec::new(
+            Opts::new(
+                "emberdb_index_consistent",
+                "1 when the HNSW graph agrees with the stored points (last monitor run)",
+            ),
+            &cv,
+        )?;
+        registry.register(Box::new(index_consistent.clone()))?;
+        let search_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "emberdb_search_duration_seconds",
+                "Search latency by collection and version (successful searches)",
+            )
+            .buckets(prometheus::exponential_buckets(1e-4, 2.0, 16)?),
+            &cv,
+        )?;
+        registry.register(Box::new(search_latency.clone()))?;
+        let series_dropped = IntCounter::new(
+            "emberdb_metrics_series_dropped_total",
+            "Observations not exported because the (collection, version) series cap was reached",
+        )?;
+        registry.register(Box::new(series_dropped.clone()))?;
         let requests = IntCounterVec::new(
             Opts::new(
                 "emberdb_grpc_requests_total",
@@ -117,7 +229,34 @@ impl Metrics {
             latency,
             points,
             index_rebuilds,
+            search_latency,
+            recall_at_k,
+            precision_at_1,
+            low_margin_fraction,
+            drift_score,
+            index_consistent,
+            last_run,
+            series_dropped,
+            series: SeriesCap::new(max_series),
         }))
+    }
+
+    /// Whether (collection, version) may be exported; counts a drop when not.
+    pub fn admit(&self, collection: &str, version: &str) -> bool {
+        let ok = self.series.admit(collection, version);
+        if !ok {
+            self.series_dropped.inc();
+        }
+        ok
+    }
+
+    /// Records a successful search's latency.
+    pub fn observe_search(&self, collection: &str, version: &str, started: Instant) {
+        if self.admit(collection, version) {
+            self.search_latency
+                .with_label_values(&[collection, version])
+                .observe(started.elapsed().as_secs_f64());
+        }
     }
 
     fn observe(&self, method: &str, code: &str, started: Instant) {

@@ -99,16 +99,42 @@ impl HnswIndex {
     /// Calls `f(slot, level, neighbours_by_layer)` for every point in the graph.
     /// Not concurrent with inserts (the indexer, the only inserter, calls it).
     pub fn for_each_point(&self, mut f: impl FnMut(usize, usize, &[Vec<usize>])) {
-        let _ = guarded("export", || {
+        let _ = self.for_each_node(|slot, level, layers, _| f(slot, level, layers));
+    }
+
+    /// Like [`HnswIndex::for_each_point`], with the vector the graph holds for the
+    /// point (for a loaded graph: read from the mapped data file).
+    pub fn for_each_node(
+        &self,
+        mut f: impl FnMut(usize, usize, &[Vec<usize>], &[f32]),
+    ) -> Result<()> {
+        guarded("export", || {
             for p in self.hnsw().get_point_indexation() {
                 let layers: Vec<Vec<usize>> = p
                     .get_neighborhood_id()
                     .iter()
                     .map(|l| l.iter().map(|n| n.d_id).collect())
                     .collect();
-                f(p.get_origin_id(), p.get_point_id().0 as usize, &layers);
+                f(
+                    p.get_origin_id(),
+                    p.get_point_id().0 as usize,
+                    &layers,
+                    p.get_v(),
+                );
             }
-        });
+        })
+    }
+
+    /// Inserts points one at a time on the calling thread. Slower than
+    /// [`AnnIndex::insert`], but a serial build leaves no unreachable points
+    /// (hnsw_rs's parallel insert occasionally does); repair uses it.
+    pub fn insert_serial(&self, points: &[(usize, &[f32])]) -> Result<()> {
+        let hnsw = self.hnsw();
+        guarded("insert", || {
+            for (slot, v) in points {
+                hnsw.insert_slice((v, *slot));
+            }
+        })
     }
 }
 

@@ -15,10 +15,13 @@ use rocksdb::{
 };
 
 use crate::ann::HnswIndex;
+use crate::canary::{CompareOut, CompareRequest};
 use crate::codec::{
     self, CF_CATALOG, CF_META, CF_POINTS, CollectionRecord, NEXT_ID_KEY, StoredPoint, VersionRecord,
 };
+use crate::consistency::ConsistencyOut;
 use crate::distance::Metric;
+use crate::drift::{DriftOut, DriftRequest, WindowSpec};
 use crate::error::{Error, Result};
 use crate::evaluate::{
     self, ActionsOut, ConfusionOut, EvalConfig, MarginOut, ModeRequest, ProjectedOut, RecallParams,
@@ -139,6 +142,8 @@ pub struct EngineStats {
     pub loads: AtomicU64,
     /// Generations committed.
     pub generations_committed: AtomicU64,
+    /// Versions repaired by CheckConsistency.
+    pub repairs: AtomicU64,
 }
 
 struct CollectionState {
@@ -160,6 +165,8 @@ pub(crate) struct Shared {
     pub shutdown: AtomicBool,
     pub wake: (Mutex<bool>, std::sync::Condvar),
     index_root: PathBuf,
+    /// Scheduled evaluations (persisted in CF_META).
+    pub(crate) monitors: crate::monitor::Registry,
     _lock: File,
 }
 
@@ -170,13 +177,13 @@ pub struct Engine {
     indexer: Mutex<Option<Indexer>>,
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn sync_write() -> WriteOptions {
+pub(crate) fn sync_write() -> WriteOptions {
     let mut w = WriteOptions::default();
     // Durable on ACK. Concurrent writers share fsyncs through RocksDB's group commit.
     w.set_sync(true);
@@ -234,9 +241,12 @@ impl Engine {
             stats: EngineStats::default(),
             shutdown: AtomicBool::new(false),
             wake: (Mutex::new(false), std::sync::Condvar::new()),
+            monitors: Mutex::new(BTreeMap::new()),
             _lock: lock,
         });
         shared.load_catalog()?;
+        *shared.monitors.lock().map_err(poisoned)? =
+            crate::monitor::load(&shared.db, shared.cf(CF_META)?)?;
         let indexer = Indexer::spawn(shared.clone());
         Ok(Engine {
             shared,
@@ -255,6 +265,10 @@ impl Engine {
         }
         self.shared.db.flush_wal(true)?;
         Ok(())
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     pub fn stats(&self) -> &EngineStats {
@@ -819,6 +833,87 @@ impl Engine {
     ) -> Result<Vec<ProjectedOut>> {
         let v = self.resolve(collection, version)?;
         self.evaluate(|_| evaluate::project(&v, sample_size, seed), None)
+    }
+
+    /// Distribution shift between two windows of the collection.
+    pub fn drift(
+        &self,
+        collection: &str,
+        baseline: &WindowSpec,
+        current: &WindowSpec,
+        req: &DriftRequest,
+        deadline: Option<Instant>,
+    ) -> Result<DriftOut> {
+        validate::name("collection", collection)?;
+        baseline.validate("baseline")?;
+        current.validate("current")?;
+        let bv = self.resolve(collection, &baseline.version)?;
+        let cv = self.resolve(collection, &current.version)?;
+        let cfg = &self.shared.config.eval;
+        self.evaluate(
+            |d| crate::drift::drift(&bv, baseline, &cv, current, req, cfg, d),
+            deadline,
+        )
+    }
+
+    /// Canary comparison of two versions; on PROMOTE with `promote_alias` set,
+    /// the alias moves to the candidate atomically before this returns.
+    pub fn compare_versions(
+        &self,
+        collection: &str,
+        baseline_version: &str,
+        candidate_version: &str,
+        req: &CompareRequest,
+        deadline: Option<Instant>,
+    ) -> Result<CompareOut> {
+        validate::name("collection", collection)?;
+        validate::name("baseline_version", baseline_version)?;
+        validate::name("candidate_version", candidate_version)?;
+        if !req.promote_alias.is_empty() {
+            validate::name("promote_alias", &req.promote_alias)?;
+        }
+        let bv = self.resolve(collection, baseline_version)?;
+        let cv = self.resolve(collection, candidate_version)?;
+        if !req.promote_alias.is_empty() && bv.record.name != cv.record.name {
+            // Refuse before the work, not after it: the alias must not name a version.
+            let cat = self.shared.catalog.read().map_err(poisoned)?;
+            if cat
+                .get(collection)
+                .is_some_and(|c| c.versions.contains_key(&req.promote_alias))
+            {
+                return Err(Error::invalid(
+                    "promote_alias",
+                    format!("'{}' is a version name, not an alias", req.promote_alias),
+                ));
+            }
+        }
+        let cfg = &self.shared.config.eval;
+        let mut out = self.evaluate(|d| crate::canary::compare(&bv, &cv, req, cfg, d), deadline)?;
+        if out.verdict == crate::canary::Verdict::Promote && !req.promote_alias.is_empty() {
+            self.set_alias(collection, &req.promote_alias, &cv.record.name)?;
+            out.alias_moved = true;
+            tracing::info!(collection, alias = %req.promote_alias, version = %cv.record.name, "canary promoted");
+        }
+        Ok(out)
+    }
+
+    /// Compares the version's graph and memory with RocksDB; with `repair`,
+    /// rebuilds when inconsistent and checks again.
+    pub fn check_consistency(
+        &self,
+        collection: &str,
+        version: &str,
+        repair: bool,
+    ) -> Result<ConsistencyOut> {
+        let v = self.resolve(collection, version)?;
+        let s = &self.shared;
+        s.eval_pool.install(|| {
+            if repair {
+                crate::consistency::check_and_repair(s, &v)
+            } else {
+                crate::consistency::check(s, &v, crate::consistency::Depth::Full)
+            }
+        })
     }
 
     /// Blocks until every stored point of the version is in its graph (tests, benches).

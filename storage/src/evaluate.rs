@@ -44,6 +44,33 @@ pub struct EvalConfig {
     pub agreement_sample: usize,
     /// HNSW search breadth of approximate mode.
     pub approximate_ef: usize,
+    /// Drift: `drifted` when drift_score exceeds this, unless the request calibrates.
+    /// drift_score = max(MMD² / drift_mmd_threshold, KS drifted share / drift_ks_share_threshold),
+    /// so at 1.0 one of Evidently's rules (`mmd`, `ratio` with KS) fires.
+    pub drift_threshold: f64,
+    /// Evidently's default for the unbiased, median-bandwidth MMD².
+    pub drift_mmd_threshold: f64,
+    /// Evidently's `ratio` default: share of dimensions drifted (KS, BH-corrected).
+    pub drift_ks_share_threshold: f64,
+    /// Drift: points per side in the MMD and fingerprint samples.
+    pub drift_sample: usize,
+    /// Drift: clean baseline splits behind calibration and the fingerprint z-scores.
+    pub drift_splits: usize,
+    /// Canary: a label metric (p@1, hit@k, MAP@R) dropping by more than this holds ...
+    pub canary_hold_drop: f64,
+    /// ... and by more than this rolls back.
+    pub canary_rollback_drop: f64,
+    /// Canary: the low-margin fraction rising by more than this holds ...
+    pub canary_hold_margin_rise: f64,
+    /// ... and by more than this rolls back.
+    pub canary_rollback_margin_rise: f64,
+    /// Canary: the candidate's ANN recall@k below this holds (an index problem, not a model one).
+    pub canary_min_recall: f64,
+    /// Canary: queries used for the ANN recall side.
+    pub canary_recall_sample: usize,
+    /// Owners of canary findings.
+    pub owner_model_quality: String,
+    pub owner_index: String,
 }
 
 impl Default for EvalConfig {
@@ -61,6 +88,19 @@ impl Default for EvalConfig {
             owner_low_margin: "ML Team".into(),
             agreement_sample: 1000,
             approximate_ef: 128,
+            drift_threshold: 1.0,
+            drift_mmd_threshold: 0.015,
+            drift_ks_share_threshold: 0.2,
+            drift_sample: 1000,
+            drift_splits: 20,
+            canary_hold_drop: 0.005,
+            canary_rollback_drop: 0.02,
+            canary_hold_margin_rise: 0.01,
+            canary_rollback_margin_rise: 0.05,
+            canary_min_recall: 0.9,
+            canary_recall_sample: 2000,
+            owner_model_quality: "ML Team".into(),
+            owner_index: "Platform on-call".into(),
         }
     }
 }
@@ -99,6 +139,8 @@ pub(crate) struct Snapshot {
     /// Label id per row; 0 = unlabelled.
     pub labels: Vec<u32>,
     pub label_names: Vec<String>,
+    /// timestamp_ms per row.
+    pub timestamps: Vec<i64>,
     pub dim: usize,
     pub space: Space,
 }
@@ -119,6 +161,7 @@ impl Snapshot {
             seq: store.applied_seq,
             ids: rows.iter().map(|r| r.0).collect(),
             labels: rows.iter().map(|&(_, s)| store.labels[s]).collect(),
+            timestamps: rows.iter().map(|&(_, s)| store.timestamps[s]).collect(),
             label_names: store.label_names.clone(),
             vectors,
             dim: store.dim,
@@ -141,25 +184,23 @@ impl Snapshot {
     /// The labelled rows (every row when none is labelled), as a sub-snapshot.
     pub fn labelled(&self) -> Snapshot {
         let keep: Vec<usize> = (0..self.len()).filter(|&r| self.labels[r] != 0).collect();
-        if keep.is_empty() || keep.len() == self.len() {
-            return Snapshot {
-                seq: self.seq,
-                ids: self.ids.clone(),
-                vectors: self.vectors.clone(),
-                labels: self.labels.clone(),
-                label_names: self.label_names.clone(),
-                dim: self.dim,
-                space: self.space,
-            };
+        if keep.is_empty() {
+            return self.rows(&(0..self.len()).collect::<Vec<_>>());
         }
+        self.rows(&keep)
+    }
+
+    /// The given rows (ascending), as a sub-snapshot.
+    pub fn rows(&self, keep: &[usize]) -> Snapshot {
         let mut vectors = Vec::with_capacity(keep.len() * self.dim);
-        for &r in &keep {
+        for &r in keep {
             vectors.extend_from_slice(&self.vectors[r * self.dim..(r + 1) * self.dim]);
         }
         Snapshot {
             seq: self.seq,
             ids: keep.iter().map(|&r| self.ids[r]).collect(),
             labels: keep.iter().map(|&r| self.labels[r]).collect(),
+            timestamps: keep.iter().map(|&r| self.timestamps[r]).collect(),
             label_names: self.label_names.clone(),
             vectors,
             dim: self.dim,
@@ -172,7 +213,7 @@ impl Snapshot {
     }
 }
 
-fn deadline_error(e: EvalError) -> Error {
+pub(crate) fn deadline_error(e: EvalError) -> Error {
     match e {
         EvalError::DeadlineExceeded { done, total } => Error::DeadlineExceeded(format!(
             "evaluation stopped after {done} of {total} blocks; raise the deadline or set sample_size"

@@ -191,6 +191,18 @@ fn needs_rebuild(s: &Shared, v: &Version) -> Result<bool> {
 /// Builds a fresh graph over the live slots below the current length, then swaps it in.
 /// Writers and searches continue meanwhile; slots appended during the build stay in the tail.
 pub(crate) fn rebuild(s: &Shared, v: &Version, st: &mut IndexState) -> Result<()> {
+    rebuild_with(s, v, st, false)?;
+    s.stats.rebuilds_dead.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// [`rebuild`], optionally inserting serially (repair: no unreachable points).
+pub(crate) fn rebuild_with(
+    s: &Shared,
+    v: &Version,
+    st: &mut IndexState,
+    serial: bool,
+) -> Result<()> {
     let started = Instant::now();
     let end = v.store.read().map_err(poisoned)?.len();
     let fresh = Arc::new(HnswIndex::new(
@@ -213,7 +225,11 @@ pub(crate) fn rebuild(s: &Shared, v: &Version, st: &mut IndexState) -> Result<()
                 .collect()
         };
         let refs: Vec<(usize, &[f32])> = points.iter().map(|(s, p)| (*s, p.as_slice())).collect();
-        fresh.insert(&refs)?;
+        if serial {
+            fresh.insert_serial(&refs)?;
+        } else {
+            fresh.insert(&refs)?;
+        }
         from = to;
     }
     // Swap the index first, then the watermark (searches read the watermark first).
@@ -223,7 +239,6 @@ pub(crate) fn rebuild(s: &Shared, v: &Version, st: &mut IndexState) -> Result<()
     v.indexed_upto.store(end, Ordering::SeqCst);
     st.mapped_generation = None;
     st.unpersisted = end.max(1);
-    s.stats.rebuilds_dead.fetch_add(1, Ordering::Relaxed);
     tracing::info!(collection = %v.collection, version = %v.record.name, slots = end,
         elapsed_ms = started.elapsed().as_millis() as u64, "index rebuilt");
     persist(s, v, st)?;

@@ -9,16 +9,21 @@
 //! prost or generated types. The server converts at its boundary.
 #![deny(unsafe_code)]
 
-mod ann;
+pub mod ann;
+pub mod canary;
 mod codec;
+pub mod consistency;
 pub mod distance;
+pub mod drift;
 mod engine;
 pub mod error;
 pub mod evaluate;
+pub mod fault;
 mod generation;
 mod graph_view;
 mod indexer;
 mod mmap;
+pub mod monitor;
 mod store;
 pub mod validate;
 mod version;

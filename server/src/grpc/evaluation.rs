@@ -16,7 +16,7 @@ pub struct EvaluationService {
 }
 
 /// The client's deadline from the `grpc-timeout` header (e.g. `250m`, `30S`).
-fn deadline<T>(req: &Request<T>) -> Option<Instant> {
+pub(super) fn deadline<T>(req: &Request<T>) -> Option<Instant> {
     let v = req.metadata().get("grpc-timeout")?.to_str().ok()?;
     let (num, unit) = v.split_at(v.len().checked_sub(1)?);
     let n: u64 = num.parse().ok()?;

@@ -4,6 +4,7 @@ mod blocking;
 mod collections;
 pub mod convert;
 mod evaluation;
+mod operations;
 mod points;
 
 use std::future::Future;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 
 use emberdb_proto::v1::collections_server::CollectionsServer;
 use emberdb_proto::v1::evaluation_server::EvaluationServer;
+use emberdb_proto::v1::operations_server::OperationsServer;
 use emberdb_proto::v1::points_server::PointsServer;
 use emberdb_storage::Engine;
 use tokio::net::TcpListener;
@@ -41,9 +43,17 @@ pub async fn serve(
     })
     .max_decoding_message_size(max_message_bytes)
     .max_encoding_message_size(max_message_bytes);
-    let points = PointsServer::new(points::PointsService { blocking })
-        .max_decoding_message_size(max_message_bytes)
-        .max_encoding_message_size(max_message_bytes);
+    let operations = OperationsServer::new(operations::OperationsService {
+        blocking: blocking.clone(),
+    })
+    .max_decoding_message_size(max_message_bytes)
+    .max_encoding_message_size(max_message_bytes);
+    let points = PointsServer::new(points::PointsService {
+        blocking,
+        metrics: metrics.clone(),
+    })
+    .max_decoding_message_size(max_message_bytes)
+    .max_encoding_message_size(max_message_bytes);
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     // The engine is fully loaded (indexes verified or scheduled for rebuild) before we get here.
@@ -52,6 +62,12 @@ pub async fn serve(
         .await;
     health_reporter
         .set_serving::<PointsServer<points::PointsService>>()
+        .await;
+    health_reporter
+        .set_serving::<EvaluationServer<evaluation::EvaluationService>>()
+        .await;
+    health_reporter
+        .set_serving::<OperationsServer<operations::OperationsService>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(emberdb_proto::v1::FILE_DESCRIPTOR_SET)
@@ -66,6 +82,7 @@ pub async fn serve(
         .add_service(collections)
         .add_service(points)
         .add_service(evaluation)
+        .add_service(operations)
         .serve_with_incoming_shutdown(
             // Our own listener skips tonic's defaults: without TCP_NODELAY, small
             // responses wait on Nagle's algorithm.

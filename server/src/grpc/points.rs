@@ -13,6 +13,7 @@ use super::convert;
 
 pub struct PointsService {
     pub blocking: Arc<Blocking>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl PointsService {
@@ -109,6 +110,8 @@ impl Points for PointsService {
             exact,
             filter,
         } = req.into_inner();
+        let started = std::time::Instant::now();
+        let names = (collection.clone(), version.clone());
         let (k, ef) = validate::k_and_ef(k, ef).map_err(crate::error::to_status)?;
         let filter = convert::filter(filter);
         // An unfiltered ANN search is short and bounded; anything that may scan goes to the pool.
@@ -127,6 +130,7 @@ impl Points for PointsService {
         } else {
             self.blocking.run(call).await?
         };
+        self.metrics.observe_search(&names.0, &names.1, started);
         Ok(Response::new(pb::SearchResponse {
             neighbors: convert::neighbors(hits),
         }))

@@ -1,0 +1,38 @@
+//! Runs due monitors, one at a time, on a blocking thread (their evaluations use
+//! the engine's evaluation pool). Results stay in the engine; `/metrics` reads
+//! them at scrape time, so a deleted monitor's series disappear with it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use emberdb_storage::Engine;
+use tokio::sync::broadcast;
+
+/// How often the scheduler looks for due monitors.
+const TICK: Duration = Duration::from_millis(250);
+
+pub async fn run(engine: Arc<Engine>, mut stop: broadcast::Receiver<()>) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.recv() => return,
+            _ = tick.tick() => {}
+        }
+        for spec in engine.due_monitors() {
+            let e = engine.clone();
+            let run = tokio::task::spawn_blocking(move || {
+                let r = e.run_monitor(&spec);
+                (spec, r)
+            });
+            tokio::select! {
+                _ = stop.recv() => return,
+                done = run => match done {
+                    Ok((spec, Err(err))) => tracing::warn!(collection = %spec.collection, version = %spec.version, error = %err, "monitor run failed"),
+                    Ok((spec, Ok(r))) => tracing::debug!(collection = %spec.collection, version = %spec.version, recall = r.recall_at_k, "monitor ran"),
+                    Err(err) => tracing::error!(error = %err, "monitor task panicked"),
+                },
+            }
+        }
+    }
+}

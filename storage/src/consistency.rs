@@ -1,0 +1,390 @@
+//! Does a version's index agree with what is stored?
+//!
+//! Three layers are compared: RocksDB (the truth) against the in-memory mirror
+//! (ids, vectors), the mirror against the HNSW graph (which slots are nodes, the
+//! vector each node holds), and the graph against itself (every live node must
+//! be reachable from the entry point our search starts from). The committed
+//! generation's files are re-checked against their manifest.
+//!
+//! Not errors: points the indexer has not reached yet (searches scan them
+//! exactly) and graph nodes of deleted or overwritten points (masked at search,
+//! dropped by the next rebuild). Both are counted.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use rocksdb::{Direction, IteratorMode};
+
+use crate::codec::{self, CF_POINTS};
+use crate::distance::{Metric, normalize};
+use crate::engine::Shared;
+use crate::error::{Error, Result};
+use crate::store::{PointRef, Store};
+use crate::version::{IndexState, Version, poisoned};
+
+/// Ids listed per finding at most; the finding text gives the full count.
+pub const MAX_LISTED: usize = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChecksumState {
+    Ok,
+    Mismatch,
+    NoGeneration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsistencyOut {
+    pub stored_points: u64,
+    pub indexed_points: u64,
+    pub pending_points: u64,
+    pub masked_tombstones: u64,
+    pub stored_not_indexed: Vec<u64>,
+    pub indexed_not_stored: Vec<u64>,
+    pub vector_mismatch: Vec<u64>,
+    pub unreachable: Vec<u64>,
+    pub checksum: ChecksumState,
+    pub generation: u64,
+    pub consistent: bool,
+    pub repaired: bool,
+    pub before_repair: Option<Box<ConsistencyOut>>,
+    pub findings: Vec<String>,
+}
+
+/// How deep a check goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// Mirror and graph only: no RocksDB scan, writers are not paused (monitors).
+    Graph,
+    /// Also scan RocksDB and compare it with the mirror (pauses this version's writers).
+    Full,
+}
+
+fn prepared(metric: Metric, v: &[f32]) -> Vec<f32> {
+    let mut v = v.to_vec();
+    if metric == Metric::Cosine {
+        normalize(&mut v);
+    }
+    v
+}
+
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+#[derive(Default)]
+struct Findings {
+    stored_not_indexed: Vec<u64>,
+    indexed_not_stored: Vec<u64>,
+    vector_mismatch: Vec<u64>,
+    unreachable: Vec<u64>,
+    notes: Vec<String>,
+    /// Problems with no id to list (a node whose slot the mirror does not know).
+    anonymous: usize,
+}
+
+/// Compares RocksDB with the mirror. Caller holds the version's writer lock.
+fn check_mirror(s: &Shared, v: &Version, store: &Store, f: &mut Findings) -> Result<u64> {
+    let cf = s.cf(CF_POINTS)?;
+    let prefix = v.record.id.to_be_bytes();
+    let mut stored = 0u64;
+    let mut seen: HashSet<u64> = HashSet::with_capacity(store.live_count);
+    let (mut missing, mut differ) = (0usize, 0usize);
+    for item in
+        s.db.iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward))
+    {
+        let (k, val) = item?;
+        if !k.starts_with(&prefix) {
+            break;
+        }
+        let id = codec::point_id_from_key(&k)?;
+        let p = codec::decode_point(id, &val)?;
+        stored += 1;
+        seen.insert(id);
+        match store.id_to_slot.get(&id) {
+            Some(&slot) if store.live[slot] => {
+                if !same_bits(&prepared(v.metric(), &p.vector), store.vector(slot)) {
+                    differ += 1;
+                    f.vector_mismatch.push(id);
+                }
+            }
+            _ => {
+                missing += 1;
+                f.stored_not_indexed.push(id);
+            }
+        }
+    }
+    let extra: Vec<u64> = (0..store.len())
+        .filter(|&slot| store.live[slot] && !seen.contains(&store.ids[slot]))
+        .map(|slot| store.ids[slot])
+        .collect();
+    if missing > 0 {
+        f.notes.push(format!(
+            "{missing} stored points are missing from memory: no search can return them"
+        ));
+    }
+    if differ > 0 {
+        f.notes.push(format!(
+            "{differ} points differ between RocksDB and memory: searches rank them by a wrong vector"
+        ));
+    }
+    if !extra.is_empty() {
+        f.notes.push(format!(
+            "{} points are served from memory but not stored in RocksDB",
+            extra.len()
+        ));
+    }
+    f.indexed_not_stored.extend(extra);
+    Ok(stored)
+}
+
+/// Checks one version. Lock order: writer (Full only), then the index lock.
+pub(crate) fn check(s: &Shared, v: &Version, depth: Depth) -> Result<ConsistencyOut> {
+    let _writer = match depth {
+        Depth::Full => Some(v.writer.lock().map_err(poisoned)?),
+        Depth::Graph => None,
+    };
+    let st = v.index.lock().map_err(poisoned)?;
+    check_locked(s, v, depth, &st)
+}
+
+fn check_locked(s: &Shared, v: &Version, depth: Depth, st: &IndexState) -> Result<ConsistencyOut> {
+    let _ = st;
+    let store = v.store.read().map_err(poisoned)?;
+    let mut f = Findings::default();
+    let stored = match depth {
+        Depth::Full => check_mirror(s, v, &store, &mut f)?,
+        Depth::Graph => store.live_count as u64,
+    };
+
+    let mut indexed = 0u64;
+    let mut pending = 0u64;
+    let mut tombstones = 0u64;
+    let (checksum, generation) = if v.metric().uses_graph() {
+        match v.dir.open_verified() {
+            Ok(Some((m, _, _))) => (ChecksumState::Ok, m.generation),
+            Ok(None) => (ChecksumState::NoGeneration, 0),
+            Err(e) => {
+                f.notes.push(format!("graph files fail verification: {e}"));
+                (ChecksumState::Mismatch, st.generation)
+            }
+        }
+    } else {
+        (ChecksumState::NoGeneration, 0)
+    };
+
+    if v.metric().uses_graph() {
+        let upto = v.indexed_upto.load(Ordering::SeqCst).min(store.len());
+        let ann = v.ann.read().map_err(poisoned)?.clone();
+        let mut in_graph = vec![false; store.len()];
+        let mut adjacency: HashMap<usize, Vec<usize>> = HashMap::new();
+        let mut entry: Option<(usize, usize)> = None;
+        let (mut unknown, mut duplicate, mut differ) = (0usize, 0usize, 0usize);
+        if let Some(ann) = &ann {
+            ann.for_each_node(|slot, level, layers, vector| {
+                if slot >= store.len() {
+                    unknown += 1;
+                    return;
+                }
+                if in_graph[slot] {
+                    duplicate += 1;
+                }
+                in_graph[slot] = true;
+                if entry.is_none_or(|(l, e)| level > l || (level == l && slot < e)) {
+                    entry = Some((level, slot));
+                }
+                adjacency
+                    .entry(slot)
+                    .or_default()
+                    .extend(layers.iter().flatten().copied());
+                if !store.live[slot] {
+                    tombstones += 1;
+                    return;
+                }
+                indexed += 1;
+                if !same_bits(vector, store.vector(slot)) {
+                    differ += 1;
+                    f.vector_mismatch.push(store.ids[slot]);
+                }
+            })?;
+        }
+        let mut lost = 0usize;
+        for (slot, &present) in in_graph.iter().enumerate() {
+            if !store.live[slot] || present {
+                continue;
+            }
+            if slot < upto {
+                lost += 1;
+                f.stored_not_indexed.push(store.ids[slot]);
+            } else {
+                pending += 1;
+            }
+        }
+        // Reachability from the entry point our search uses (highest level, lowest slot).
+        let mut reached = vec![false; store.len()];
+        if let Some((_, e)) = entry {
+            let mut queue = VecDeque::from([e]);
+            reached[e] = true;
+            while let Some(x) = queue.pop_front() {
+                for &n in adjacency.get(&x).map_or(&[][..], Vec::as_slice) {
+                    if n < reached.len() && !reached[n] {
+                        reached[n] = true;
+                        queue.push_back(n);
+                    }
+                }
+            }
+        }
+        let orphans: Vec<u64> = (0..store.len())
+            .filter(|&slot| in_graph[slot] && store.live[slot] && !reached[slot])
+            .map(|slot| store.ids[slot])
+            .collect();
+        if lost > 0 {
+            f.notes.push(format!(
+                "{lost} points below the indexer's watermark are not in the graph: ANN search cannot find them"
+            ));
+        }
+        if differ > 0 {
+            f.notes.push(format!(
+                "{differ} graph nodes hold a vector that differs from the stored one"
+            ));
+        }
+        if !orphans.is_empty() {
+            f.notes.push(format!(
+                "{} graph nodes are unreachable from the entry point",
+                orphans.len()
+            ));
+        }
+        if unknown > 0 {
+            f.anonymous += unknown;
+            f.notes.push(format!(
+                "{unknown} graph nodes refer to slots the store does not have"
+            ));
+        }
+        if duplicate > 0 {
+            f.anonymous += duplicate;
+            f.notes
+                .push(format!("{duplicate} slots appear twice in the graph"));
+        }
+        f.unreachable = orphans;
+    } else {
+        indexed = store.live_count as u64;
+    }
+    drop(store);
+
+    let consistent = f.stored_not_indexed.is_empty()
+        && f.indexed_not_stored.is_empty()
+        && f.vector_mismatch.is_empty()
+        && f.unreachable.is_empty()
+        && f.anonymous == 0
+        && checksum != ChecksumState::Mismatch;
+    let cap = |mut ids: Vec<u64>| {
+        ids.sort_unstable();
+        ids.dedup();
+        ids.truncate(MAX_LISTED);
+        ids
+    };
+    Ok(ConsistencyOut {
+        stored_points: stored,
+        indexed_points: indexed,
+        pending_points: pending,
+        masked_tombstones: tombstones,
+        stored_not_indexed: cap(f.stored_not_indexed),
+        indexed_not_stored: cap(f.indexed_not_stored),
+        vector_mismatch: cap(f.vector_mismatch),
+        unreachable: cap(f.unreachable),
+        checksum,
+        generation,
+        consistent,
+        repaired: false,
+        before_repair: None,
+        findings: f.notes,
+    })
+}
+
+/// Reloads the mirror from RocksDB (caller holds writer and index locks) and
+/// drops the graph, so the rebuild that follows starts from the truth.
+fn reload_mirror(s: &Shared, v: &Version) -> Result<()> {
+    let cf = s.cf(CF_POINTS)?;
+    let prefix = v.record.id.to_be_bytes();
+    // Old slots stay (dead) so that a search holding the old graph view still
+    // indexes valid slots; the stored points get fresh slots after them.
+    let mut store = Store::new(v.dim());
+    let applied = {
+        let old = v.store.read().map_err(poisoned)?;
+        for slot in 0..old.len() {
+            store.push_dead(old.ids[slot], old.seqs[slot]);
+        }
+        old.applied_seq
+    };
+    for item in
+        s.db.iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward))
+    {
+        let (k, val) = item?;
+        if !k.starts_with(&prefix) {
+            break;
+        }
+        let id = codec::point_id_from_key(&k)?;
+        let p = codec::decode_point(id, &val)?;
+        if p.vector.len() != v.dim() {
+            return Err(Error::DataCorruption(format!(
+                "point {id} has dimension {}",
+                p.vector.len()
+            )));
+        }
+        store.append(
+            v.metric(),
+            PointRef {
+                id,
+                seq: p.seq,
+                vector: &p.vector,
+                label: &p.label,
+                metadata: &p.metadata,
+                timestamp_ms: p.timestamp_ms,
+            },
+        );
+    }
+    store.applied_seq = applied;
+    // Order: hide the graph first (searches then scan exactly), then swap the mirror.
+    v.indexed_upto.store(0, Ordering::SeqCst);
+    *v.view.write().map_err(poisoned)? = None;
+    *v.ann.write().map_err(poisoned)? = None;
+    *v.store.write().map_err(poisoned)? = store;
+    *v.loo_cache.lock().map_err(poisoned)? = None;
+    Ok(())
+}
+
+/// Checks, and when inconsistent rebuilds (from RocksDB when the mirror is off,
+/// serially so no node is left unreachable), commits, and checks again.
+pub(crate) fn check_and_repair(s: &Arc<Shared>, v: &Version) -> Result<ConsistencyOut> {
+    let writer = v.writer.lock().map_err(poisoned)?;
+    let mut st = v.index.lock().map_err(poisoned)?;
+    let before = check_locked(s, v, Depth::Full, &st)?;
+    if before.consistent {
+        return Ok(before);
+    }
+    let mirror_off = before.stored_points != v.store.read().map_err(poisoned)?.live_count as u64
+        || !before.indexed_not_stored.is_empty()
+        || before
+            .findings
+            .iter()
+            .any(|n| n.contains("RocksDB and memory"))
+        || before
+            .findings
+            .iter()
+            .any(|n| n.contains("missing from memory"));
+    if mirror_off {
+        reload_mirror(s, v)?;
+    }
+    // Writers may continue during the rebuild: new points land in the scanned tail.
+    drop(writer);
+    if v.metric().uses_graph() {
+        crate::indexer::rebuild_with(s, v, &mut st, true)?;
+    }
+    s.stats.repairs.fetch_add(1, Ordering::Relaxed);
+    drop(st);
+    tracing::warn!(collection = %v.collection, version = %v.record.name, findings = ?before.findings, "index repaired");
+    let mut after = check(s, v, Depth::Full)?;
+    after.repaired = true;
+    after.before_repair = Some(Box::new(before));
+    Ok(after)
+}

@@ -1,0 +1,310 @@
+//! Monitors: scheduled evaluations of one version (or alias), persisted in
+//! RocksDB so they survive restarts. The engine keeps each monitor's last result;
+//! the server decides when to run them (`due`) and exports the results as gauges.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use emberdb_eval::knn::{Exact, for_each_query};
+use serde::{Deserialize, Serialize};
+
+use crate::codec::CF_META;
+use crate::consistency::{self, Depth};
+use crate::drift::{self, DriftRequest, WindowSpec};
+use crate::engine::{Engine, now_ms, sync_write};
+use crate::error::{Error, Result};
+use crate::evaluate::{self, RecallParams, Snapshot, deadline_error, sample_rows};
+use crate::validate;
+use crate::version::poisoned;
+
+/// What a monitor measures, and how often.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MonitorSpec {
+    pub collection: String,
+    /// Version name or alias, as the gauges name it.
+    pub version: String,
+    pub interval_s: u32,
+    pub k: u32,
+    pub sample_size: u32,
+    pub baseline: Option<WindowSpec>,
+}
+
+/// One run's measurements.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MonitorResult {
+    pub recall_at_k: f64,
+    pub precision_at_1: f64,
+    pub low_margin_fraction: f64,
+    pub drift_score: Option<f64>,
+    pub consistent: bool,
+    pub points: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct MonitorStatus {
+    pub spec: MonitorSpec,
+    pub last_run_ms: Option<i64>,
+    pub result: Option<MonitorResult>,
+    pub last_error: String,
+    pub last_duration_ms: f64,
+    next_due: Instant,
+    running: bool,
+}
+
+pub const DEFAULT_K: u32 = 10;
+pub const DEFAULT_SAMPLE: u32 = 200;
+pub const MAX_SAMPLE: u32 = 100_000;
+pub const MAX_INTERVAL_S: u32 = 7 * 24 * 3600;
+
+pub(crate) type Registry = Mutex<BTreeMap<(String, String), MonitorStatus>>;
+
+fn key(collection: &str, version: &str) -> Vec<u8> {
+    let mut k = b"monitor/".to_vec();
+    k.extend_from_slice(collection.as_bytes());
+    k.push(0);
+    k.extend_from_slice(version.as_bytes());
+    k
+}
+
+/// Loads persisted monitors (at open). Each is due at once.
+pub(crate) fn load(
+    db: &rocksdb::DB,
+    cf: &rocksdb::ColumnFamily,
+) -> Result<BTreeMap<(String, String), MonitorStatus>> {
+    let mut out = BTreeMap::new();
+    let prefix = b"monitor/";
+    for item in db.iterator_cf(
+        cf,
+        rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward),
+    ) {
+        let (k, v) = item?;
+        if !k.starts_with(prefix) {
+            break;
+        }
+        let spec: MonitorSpec = serde_json::from_slice(&v)
+            .map_err(|e| Error::DataCorruption(format!("monitor record: {e}")))?;
+        out.insert(
+            (spec.collection.clone(), spec.version.clone()),
+            MonitorStatus::new(spec),
+        );
+    }
+    Ok(out)
+}
+
+impl MonitorStatus {
+    fn new(spec: MonitorSpec) -> Self {
+        MonitorStatus {
+            spec,
+            last_run_ms: None,
+            result: None,
+            last_error: String::new(),
+            last_duration_ms: 0.0,
+            next_due: Instant::now(),
+            running: false,
+        }
+    }
+}
+
+impl Engine {
+    /// Creates or replaces the monitor of (collection, version). Returns whether one was replaced.
+    pub fn set_monitor(&self, mut spec: MonitorSpec) -> Result<bool> {
+        validate::name("spec.collection", &spec.collection)?;
+        validate::name("spec.version", &spec.version)?;
+        if spec.interval_s == 0 || spec.interval_s > MAX_INTERVAL_S {
+            return Err(Error::invalid(
+                "spec.interval_s",
+                format!(
+                    "must be between 1 and {MAX_INTERVAL_S}, got {}",
+                    spec.interval_s
+                ),
+            ));
+        }
+        if spec.k == 0 {
+            spec.k = DEFAULT_K;
+        }
+        if spec.k > 1000 {
+            return Err(Error::invalid(
+                "spec.k",
+                format!("must be between 1 and 1000, got {}", spec.k),
+            ));
+        }
+        if spec.sample_size == 0 {
+            spec.sample_size = DEFAULT_SAMPLE;
+        }
+        if spec.sample_size > MAX_SAMPLE {
+            return Err(Error::invalid(
+                "spec.sample_size",
+                format!("must be at most {MAX_SAMPLE}, got {}", spec.sample_size),
+            ));
+        }
+        let v = self.resolve(&spec.collection, &spec.version)?;
+        if let Some(b) = &spec.baseline {
+            b.validate("spec.baseline")?;
+            let bv = self.resolve(&spec.collection, &b.version)?;
+            if bv.dim() != v.dim() || bv.metric() != v.metric() {
+                return Err(Error::FailedPrecondition(format!(
+                    "baseline version '{}' and monitored version '{}' are different embedding spaces; drift needs the same dimension and metric",
+                    b.version, spec.version
+                )));
+            }
+        }
+        let s = self.shared();
+        let body = serde_json::to_vec(&spec).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut reg = s.monitors.lock().map_err(poisoned)?;
+        s.db.put_cf_opt(
+            s.cf(CF_META)?,
+            key(&spec.collection, &spec.version),
+            body,
+            &sync_write(),
+        )?;
+        let replaced = reg
+            .insert(
+                (spec.collection.clone(), spec.version.clone()),
+                MonitorStatus::new(spec),
+            )
+            .is_some();
+        Ok(replaced)
+    }
+
+    /// Monitors (of one collection when `collection` is non-empty), ordered by (collection, version).
+    pub fn list_monitors(&self, collection: &str) -> Result<Vec<MonitorStatus>> {
+        if !collection.is_empty() {
+            validate::name("collection", collection)?;
+        }
+        let reg = self.shared().monitors.lock().map_err(poisoned)?;
+        Ok(reg
+            .values()
+            .filter(|m| collection.is_empty() || m.spec.collection == collection)
+            .cloned()
+            .collect())
+    }
+
+    pub fn delete_monitor(&self, collection: &str, version: &str) -> Result<()> {
+        validate::name("collection", collection)?;
+        validate::name("version", version)?;
+        let s = self.shared();
+        let mut reg = s.monitors.lock().map_err(poisoned)?;
+        if !reg.contains_key(&(collection.to_string(), version.to_string())) {
+            return Err(Error::NotFound {
+                kind: "monitor",
+                name: format!("{collection}/{version}"),
+            });
+        }
+        s.db.delete_cf_opt(s.cf(CF_META)?, key(collection, version), &sync_write())?;
+        reg.remove(&(collection.to_string(), version.to_string()));
+        Ok(())
+    }
+
+    /// Monitors due now; each is marked running until [`Engine::run_monitor`] finishes it.
+    pub fn due_monitors(&self) -> Vec<MonitorSpec> {
+        let Ok(mut reg) = self.shared().monitors.lock() else {
+            return Vec::new();
+        };
+        let now = Instant::now();
+        reg.values_mut()
+            .filter(|m| !m.running && m.next_due <= now)
+            .map(|m| {
+                m.running = true;
+                m.spec.clone()
+            })
+            .collect()
+    }
+
+    /// Runs one monitor on the evaluation pool and records its result (or error).
+    pub fn run_monitor(&self, spec: &MonitorSpec) -> Result<MonitorResult> {
+        let started = Instant::now();
+        let result = self.measure(spec);
+        let s = self.shared();
+        let mut reg = s.monitors.lock().map_err(poisoned)?;
+        // The monitor may have been replaced or deleted meanwhile.
+        if let Some(m) = reg.get_mut(&(spec.collection.clone(), spec.version.clone()))
+            && m.spec == *spec
+        {
+            m.running = false;
+            m.last_run_ms = Some(now_ms());
+            m.last_duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+            m.next_due = Instant::now() + Duration::from_secs(u64::from(spec.interval_s));
+            match &result {
+                Ok(r) => {
+                    m.result = Some(r.clone());
+                    m.last_error.clear();
+                }
+                Err(e) => m.last_error = e.to_string(),
+            }
+        } else if let Some(m) = reg.get_mut(&(spec.collection.clone(), spec.version.clone())) {
+            m.running = false;
+        }
+        result
+    }
+
+    fn measure(&self, spec: &MonitorSpec) -> Result<MonitorResult> {
+        let v = self.resolve(&spec.collection, &spec.version)?;
+        let s = self.shared();
+        let cfg = &s.config.eval;
+        let baseline = match &spec.baseline {
+            Some(b) => Some((self.resolve(&spec.collection, &b.version)?, b)),
+            None => None,
+        };
+        s.eval_pool.install(|| {
+            let deadline = emberdb_eval::Deadline::none();
+            let recall = evaluate::recall(
+                &v,
+                &RecallParams {
+                    k: Some(spec.k),
+                    ef: None,
+                    sample_size: Some(spec.sample_size),
+                    seed: Some(0),
+                },
+                &deadline,
+            )?;
+            // Margins of the same sampled queries (nearest two other points).
+            let snap = Snapshot::take(&v)?;
+            let rows = sample_rows(snap.len(), spec.sample_size as usize, 0);
+            let ex = Exact::new(snap.data(), snap.space);
+            let margins = for_each_query(snap.data(), snap.space, &rows, &deadline, |q, c| {
+                let nn = ex.top_m(q, c, 2, |_| true);
+                (nn.len() == 2).then(|| nn[1].1 - nn[0].1)
+            })
+            .map_err(deadline_error)?;
+            let margins: Vec<f64> = margins.into_iter().flatten().collect();
+            let low = margins
+                .iter()
+                .filter(|&&m| m < cfg.margin_threshold)
+                .count() as f64
+                / margins.len().max(1) as f64;
+            let drift_score = match &baseline {
+                Some((bv, b)) => Some(
+                    drift::drift(
+                        bv,
+                        b,
+                        &v,
+                        &WindowSpec {
+                            version: spec.version.clone(),
+                            from_ms: None,
+                            to_ms: None,
+                        },
+                        &DriftRequest::default(),
+                        cfg,
+                        &deadline,
+                    )?
+                    .drift_score,
+                ),
+                None => None,
+            };
+            let consistent = consistency::check(s, &v, Depth::Graph)?.consistent;
+            Ok(MonitorResult {
+                recall_at_k: recall.recall_at_k,
+                precision_at_1: if recall.labelled_queries > 0 {
+                    recall.precision_at_1
+                } else {
+                    0.0
+                },
+                low_margin_fraction: low,
+                drift_score,
+                consistent,
+                points: snap.len() as u64,
+            })
+        })
+    }
+}
