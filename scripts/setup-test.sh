@@ -2,7 +2,8 @@
 # Installs what the test suite needs beyond the build, only when missing:
 # - a Python venv under $HOME/.cache/emberdb with numpy and scikit-learn (the
 #   evaluation cross-check against the seed analysis);
-# - Chromium (the `ember report` rendering test).
+# - Chromium (the `ember report` rendering test);
+# - Prometheus and promtool (the scrape test, `promtool check metrics|rules`, `promtool test rules`).
 set -euo pipefail
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 apt_updated=0
@@ -21,4 +22,9 @@ fi
 if ! command -v chromium >/dev/null 2>&1; then
     echo "setup: installing chromium"
     apt_install chromium
+fi
+
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+    echo "setup: installing prometheus"
+    apt_install --no-install-recommends prometheus
 fi

@@ -116,7 +116,14 @@ fn measure(
     let ex = Exact::new(data, snap.space);
     let per_query = for_each_query(data, snap.space, &rows, deadline, |q, coarse| {
         let all = ex.top_m(q, coarse, k_eff.max(2), |_| true);
-        let margin = (all.len() >= 2).then(|| all[1].1 - all[0].1);
+        // Relative margin (d2 − d1) / d2: two models rarely share a distance scale.
+        let margin = (all.len() >= 2).then(|| {
+            if all[1].1 > 0.0 {
+                (all[1].1 - all[0].1) / all[1].1
+            } else {
+                0.0
+            }
+        });
         let ql = snap.labels[q];
         let labelled = (ql != 0).then(|| {
             let r = class_size[&ql] - 1;
@@ -198,7 +205,7 @@ fn measure(
             mean_margin: nan0(stats::mean(margins.iter().copied())),
             low_margin_fraction: margins
                 .iter()
-                .filter(|&&m| m < cfg.margin_threshold)
+                .filter(|&&m| m < cfg.canary_relative_margin_threshold)
                 .count() as f64
                 / margins.len().max(1) as f64,
             ann_recall_at_k: nan0(stats::mean(recalls.iter().copied())),
@@ -392,4 +399,68 @@ pub(crate) fn compare(
         query_ids,
         shared_ids: shared.len() as u64,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(p1: f64, map: f64, low: f64, recall: f64) -> VersionQuality {
+        VersionQuality {
+            precision_at_1: p1,
+            hit_at_k: 1.0,
+            map_at_r: map,
+            low_margin_fraction: low,
+            ann_recall_at_k: recall,
+            recall_queries: 100,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn verdict_follows_the_thresholds() {
+        let cfg = EvalConfig::default();
+        let base = q(0.90, 0.70, 0.10, 0.99);
+        assert_eq!(
+            verdict(&base, &q(0.90, 0.70, 0.10, 0.99), &cfg).0,
+            Verdict::Promote
+        );
+        assert_eq!(
+            verdict(&base, &q(0.95, 0.75, 0.05, 0.99), &cfg).0,
+            Verdict::Promote
+        );
+        // Within tolerance: still promote.
+        assert_eq!(
+            verdict(&base, &q(0.896, 0.70, 0.10, 0.99), &cfg).0,
+            Verdict::Promote
+        );
+        // p@1 −0.01: hold; −0.03: rollback.
+        let (v, r) = verdict(&base, &q(0.89, 0.70, 0.10, 0.99), &cfg);
+        assert_eq!(v, Verdict::Hold);
+        assert_eq!(r[0].metric, "delta_precision_at_1");
+        assert_eq!(
+            verdict(&base, &q(0.87, 0.70, 0.10, 0.99), &cfg).0,
+            Verdict::Rollback
+        );
+        // Low-margin share +0.02 holds, +0.06 rolls back.
+        assert_eq!(
+            verdict(&base, &q(0.90, 0.70, 0.12, 0.99), &cfg).0,
+            Verdict::Hold
+        );
+        assert_eq!(
+            verdict(&base, &q(0.90, 0.70, 0.16, 0.99), &cfg).0,
+            Verdict::Rollback
+        );
+        // A weak candidate index holds (its owner is the index team).
+        let (v, r) = verdict(&base, &q(0.90, 0.70, 0.10, 0.80), &cfg);
+        assert_eq!(v, Verdict::Hold);
+        assert_eq!(r[0].owner, cfg.owner_index);
+    }
+
+    #[test]
+    fn jaccard_of_id_sets() {
+        assert_eq!(jaccard(&[1, 2, 3], &[1, 2, 3]), 1.0);
+        assert_eq!(jaccard(&[1, 2], &[3, 4]), 0.0);
+        assert!((jaccard(&[1, 2, 3], &[2, 3, 4]) - 0.5).abs() < 1e-12);
+    }
 }

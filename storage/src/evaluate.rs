@@ -64,6 +64,9 @@ pub struct EvalConfig {
     pub canary_hold_margin_rise: f64,
     /// ... and by more than this rolls back.
     pub canary_rollback_margin_rise: f64,
+    /// Canary: a relative margin (d2 − d1) / d2 below this is "low" (scale-free, so
+    /// two models with different distance scales compare fairly).
+    pub canary_relative_margin_threshold: f64,
     /// Canary: the candidate's ANN recall@k below this holds (an index problem, not a model one).
     pub canary_min_recall: f64,
     /// Canary: queries used for the ANN recall side.
@@ -97,6 +100,7 @@ impl Default for EvalConfig {
             canary_rollback_drop: 0.02,
             canary_hold_margin_rise: 0.01,
             canary_rollback_margin_rise: 0.05,
+            canary_relative_margin_threshold: 0.05,
             canary_min_recall: 0.9,
             canary_recall_sample: 2000,
             owner_model_quality: "ML Team".into(),
