@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use emberdb_client::{Client, Metric, SearchOptions, formats, pb};
 use indicatif::{ProgressBar, ProgressStyle};
 
+mod ops_cli;
+
 #[derive(Debug, Parser)]
 #[command(name = "ember", version, about = "EmberDB command-line client")]
 struct Cli {
@@ -109,6 +111,55 @@ enum Cmd {
         /// Output file.
         #[arg(long, default_value = "report.html")]
         out: PathBuf,
+    },
+    /// Distribution shift between two windows: VERSION[@FROM_MS..TO_MS] each.
+    Drift {
+        collection: String,
+        #[arg(value_parser = ops_cli::parse_window)]
+        baseline: pb::Window,
+        #[arg(value_parser = ops_cli::parse_window)]
+        current: pb::Window,
+        /// drifted = score > threshold (default: the server's, 1.0).
+        #[arg(long)]
+        threshold: Option<f64>,
+        /// Calibrate the threshold on clean splits of the baseline.
+        #[arg(long)]
+        calibrate: bool,
+        #[arg(long)]
+        sample_size: Option<u32>,
+        #[arg(long, default_value_t = 600)]
+        timeout_s: u64,
+    },
+    /// Canary comparison of two versions, side by side, with a verdict.
+    Canary {
+        collection: String,
+        baseline: String,
+        candidate: String,
+        #[arg(long, default_value_t = 10)]
+        k: u32,
+        /// Shared ids used as queries (0 = all).
+        #[arg(long, default_value_t = 0)]
+        sample_size: u32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// On PROMOTE, move this alias to the candidate in the same call.
+        #[arg(long, default_value = "")]
+        promote_alias: String,
+        #[arg(long, default_value_t = 600)]
+        timeout_s: u64,
+    },
+    /// Does the HNSW graph agree with what is stored? Exits non-zero when not.
+    Check {
+        collection: String,
+        version: String,
+        /// Rebuild from RocksDB when inconsistent, then check again.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Scheduled evaluations exported as Prometheus gauges.
+    Monitor {
+        #[command(subcommand)]
+        cmd: ops_cli::MonitorCmd,
     },
     /// Point an alias at a version, or delete it with --delete.
     Alias {
@@ -326,6 +377,53 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
+        Cmd::Drift {
+            collection,
+            baseline,
+            current,
+            threshold,
+            calibrate,
+            sample_size,
+            timeout_s,
+        } => {
+            let req = pb::DriftRequest {
+                collection,
+                baseline: Some(baseline),
+                current: Some(current),
+                threshold,
+                calibrate,
+                sample_size,
+                seed: None,
+            };
+            ops_cli::drift(&mut c, req, std::time::Duration::from_secs(timeout_s)).await?;
+        }
+        Cmd::Canary {
+            collection,
+            baseline,
+            candidate,
+            k,
+            sample_size,
+            seed,
+            promote_alias,
+            timeout_s,
+        } => {
+            let req = pb::CompareVersionsRequest {
+                collection,
+                baseline_version: baseline,
+                candidate_version: candidate,
+                k: Some(k),
+                sample_size: Some(sample_size),
+                seed: Some(seed),
+                promote_alias,
+            };
+            ops_cli::canary(&mut c, req, std::time::Duration::from_secs(timeout_s)).await?;
+        }
+        Cmd::Check {
+            collection,
+            version,
+            repair,
+        } => ops_cli::check(&mut c, &collection, &version, repair).await?,
+        Cmd::Monitor { cmd } => ops_cli::monitor(&mut c, cmd).await?,
         Cmd::Alias {
             collection,
             alias,
