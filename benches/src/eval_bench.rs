@@ -3,9 +3,10 @@
 //! seed analysis's own numpy/scikit-learn code at n = 20,000 in one run.
 
 use emberdb_benches::data;
+use emberdb_benches::server::Server;
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -115,39 +116,19 @@ async fn confusion_and_margin(
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dir = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let bin = std::env::current_exe()?.with_file_name("emberdb");
     let config = dir.path().join("emberdb.toml");
     std::fs::write(
         &config,
         format!("[eval]\nagreement_sample = {}\n", args.agreement_sample),
     )?;
-    let mut child = Command::new(bin)
-        .args([
-            "--data-dir",
-            dir.path().join("data").to_str().unwrap_or("."),
-        ])
-        .args([
-            "--grpc-addr",
-            &format!("127.0.0.1:{port}"),
-            "--metrics-addr",
-            "off",
-        ])
-        .args(["--config", config.to_str().unwrap_or("")])
-        .env("EMBERDB_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()?;
-    let pid = child.id();
-    let mut c = loop {
-        if let Ok(mut c) = Client::connect(format!("http://127.0.0.1:{port}")).await
-            && c.list_collections().await.is_ok()
-        {
-            break c;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (server, mut c) = Server::start(&[
+        "--metrics-addr",
+        "off",
+        "--config",
+        config.to_str().unwrap_or(""),
+    ])
+    .await?;
+    let pid = server.pid();
     if args.only_approx {
         let (n, ingest_s, build_s, eval_s, rep) = approximate(&mut c, args.approx_n).await?;
         println!(
@@ -167,7 +148,7 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
         println!("exact on the same data: accuracy {:.4}", ex.accuracy);
-        let _ = child.kill();
+        drop(server);
         return Ok(());
     }
     let d = data::fashion_mnist(&args.fashion_dir)?;
@@ -209,8 +190,7 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
 
     // The seed's own numpy/scikit-learn code on the same 20k vectors.
     let tmp = tempfile::tempdir()?;

@@ -1,3 +1,4 @@
-//! Shared pieces of EmberDB's benchmark binaries: the datasets.
+//! Shared pieces of EmberDB's benchmark binaries: the datasets and the server process.
 
 pub mod data;
+pub mod server;

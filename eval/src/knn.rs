@@ -177,18 +177,33 @@ pub fn coarse_top(
             let pos = cands.partition_point(|c| (c.0, c.1) < (s, j));
             cands.insert(pos, (s, j));
         }
+    } else if let Some(c) = cut_by_sample(coarse, keep, &candidate) {
+        cands = c;
     } else {
-        cands = coarse
-            .iter()
-            .enumerate()
-            .filter(|&(j, _)| candidate(j))
-            .map(|(j, &s)| (s, j))
-            .collect();
-        if cands.len() > keep {
-            cands.select_nth_unstable_by(keep - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-            cands.truncate(keep);
+        // A bounded max-heap: after warm-up almost every element costs one comparison
+        // against the worst kept, and nothing of size n is allocated per query.
+        let mut heap: std::collections::BinaryHeap<Scored> =
+            std::collections::BinaryHeap::with_capacity(keep + 1);
+        for (j, &s) in coarse.iter().enumerate() {
+            let c = Scored(s, j);
+            if heap.len() == keep {
+                if heap.peek().is_some_and(|top| c >= *top) {
+                    continue;
+                }
+                if !candidate(j) {
+                    continue;
+                }
+                heap.pop();
+            } else if !candidate(j) {
+                continue;
+            }
+            heap.push(c);
         }
-        cands.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        cands = heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|c| (c.0, c.1))
+            .collect();
     }
     if cands.len() == keep && slack > 0.0 {
         let last = cands[keep - 1];
@@ -200,6 +215,63 @@ pub fn coarse_top(
         }
     }
     cands
+}
+
+/// The `keep` smallest passing scores, sorted, found by guessing a cut-off from
+/// a strided sample (twice the expected rank) and selecting among the scores at
+/// or below it. `None` when the guess keeps too few (the caller falls back).
+/// Exact: every passing score below the true keep-th is at or below the cut.
+fn cut_by_sample(
+    coarse: &[f32],
+    keep: usize,
+    candidate: &impl Fn(usize) -> bool,
+) -> Option<Vec<(f32, usize)>> {
+    const STRIDE: usize = 16;
+    let n = coarse.len();
+    if n < keep * 8 || n / STRIDE < 256 {
+        return None;
+    }
+    let mut sample: Vec<f32> = coarse.iter().step_by(STRIDE).copied().collect();
+    let rank = (2 * keep / STRIDE + 16).min(sample.len() - 1);
+    let (_, cut, _) = sample.select_nth_unstable_by(rank, f32::total_cmp);
+    let cut = *cut;
+    let mut cands: Vec<(f32, usize)> = coarse
+        .iter()
+        .enumerate()
+        .filter(|&(j, &s)| s <= cut && candidate(j))
+        .map(|(j, &s)| (s, j))
+        .collect();
+    if cands.len() < keep {
+        return None;
+    }
+    let order = |a: &(f32, usize), b: &(f32, usize)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+    if cands.len() > keep {
+        cands.select_nth_unstable_by(keep - 1, order);
+        cands.truncate(keep);
+    }
+    cands.sort_by(order);
+    Some(cands)
+}
+
+/// (score, index) with a total order (NaN-safe), for the bounded heap.
+#[derive(Debug, Clone, Copy)]
+struct Scored(f32, usize);
+
+impl PartialEq for Scored {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == std::cmp::Ordering::Equal
+    }
+}
+impl Eq for Scored {}
+impl PartialOrd for Scored {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Scored {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&o.0).then(self.1.cmp(&o.1))
+    }
 }
 
 /// Spare candidates kept beyond `m` before the exact re-check.
@@ -473,6 +545,36 @@ pub fn naive_neighbors(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn coarse_top_paths_agree_with_a_full_sort() {
+        // Scores with many ties; every path (small buffer, sampled cut, heap fallback).
+        let coarse: Vec<f32> = (0..20_000u64)
+            .map(|i| ((i.wrapping_mul(2_654_435_761) % 5000) as f32) / 7.0)
+            .collect();
+        for keep in [5usize, 40, 300, 2000] {
+            for filter in [0usize, 3, 97] {
+                let pass = |j: usize| filter == 0 || !j.is_multiple_of(filter);
+                let mut want: Vec<(f32, usize)> = coarse
+                    .iter()
+                    .enumerate()
+                    .filter(|&(j, _)| pass(j))
+                    .map(|(j, &s)| (s, j))
+                    .collect();
+                want.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                want.truncate(keep);
+                assert_eq!(
+                    coarse_top(&coarse, keep, 0.0, pass),
+                    want,
+                    "keep {keep} filter {filter}"
+                );
+            }
+        }
+        // A filter that rejects almost everything forces the heap path.
+        let rare = |j: usize| j.is_multiple_of(1000);
+        let got = coarse_top(&coarse, 50, 0.0, rare);
+        assert!(got.iter().all(|&(_, j)| rare(j)) && got.len() == 20);
+    }
     use rand::{Rng, SeedableRng};
 
     fn random(seed: u64, n: usize, dim: usize) -> Vec<f32> {

@@ -97,15 +97,25 @@ impl Deadline {
 /// Exact distance in f64 between two rows (the re-check after the GEMM pass).
 pub fn exact_distance(space: Space, a: &[f32], b: &[f32]) -> f64 {
     match space {
-        Space::L2 => a
-            .iter()
-            .zip(b)
-            .map(|(&x, &y)| {
+        Space::L2 => {
+            // Eight independent f64 lanes so the loop vectorises; same value up to
+            // the order of f64 additions.
+            let mut acc = [0.0f64; 8];
+            let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+            let (ra, rb) = (ca.remainder(), cb.remainder());
+            for (x, y) in ca.zip(cb) {
+                for l in 0..8 {
+                    let d = f64::from(x[l]) - f64::from(y[l]);
+                    acc[l] += d * d;
+                }
+            }
+            let mut sum: f64 = acc.iter().sum();
+            for (&x, &y) in ra.iter().zip(rb) {
                 let d = f64::from(x) - f64::from(y);
-                d * d
-            })
-            .sum::<f64>()
-            .sqrt(),
+                sum += d * d;
+            }
+            sum.sqrt()
+        }
         Space::Cosine => {
             let (mut dot, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
             for (&x, &y) in a.iter().zip(b) {

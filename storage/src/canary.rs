@@ -114,8 +114,26 @@ fn measure(
     }
     let k_eff = k.min(snap.len() - 1);
     let ex = Exact::new(data, snap.space);
+    let all_labelled = snap.labels.iter().all(|&l| l != 0);
     let per_query = for_each_query(data, snap.space, &rows, deadline, |q, coarse| {
-        let all = ex.top_m(q, coarse, k_eff.max(2), |_| true);
+        let ql = snap.labels[q];
+        let r = if ql == 0 { 0 } else { class_size[&ql] - 1 };
+        let want = k_eff.max(2);
+        // With every point labelled, one ranking serves both the plain top-k and MAP@R.
+        let (all, ranked) = if all_labelled {
+            let nn = ex.top_m(q, coarse, want.max(k.max(r)), |_| true);
+            let ranked: Vec<u32> = nn.iter().take(k.max(r)).map(|x| snap.labels[x.0]).collect();
+            (nn[..want.min(nn.len())].to_vec(), Some(ranked))
+        } else {
+            let nn = ex.top_m(q, coarse, want, |_| true);
+            let ranked = (ql != 0).then(|| {
+                ex.top_m(q, coarse, k.max(r), |j| snap.labels[j] != 0)
+                    .iter()
+                    .map(|x| snap.labels[x.0])
+                    .collect::<Vec<u32>>()
+            });
+            (nn, ranked)
+        };
         // Relative margin (d2 − d1) / d2: two models rarely share a distance scale.
         let margin = (all.len() >= 2).then(|| {
             if all[1].1 > 0.0 {
@@ -124,14 +142,7 @@ fn measure(
                 0.0
             }
         });
-        let ql = snap.labels[q];
-        let labelled = (ql != 0).then(|| {
-            let r = class_size[&ql] - 1;
-            let ranked: Vec<u32> = ex
-                .top_m(q, coarse, k.max(r), |j| snap.labels[j] != 0)
-                .iter()
-                .map(|x| snap.labels[x.0])
-                .collect();
+        let labelled = ranked.map(|ranked| {
             let predicted = ranked.first().copied();
             (retrieval::label_metrics(ql, &ranked, k, r), predicted)
         });

@@ -46,6 +46,8 @@ pub struct ConsistencyOut {
     pub checksum: ChecksumState,
     pub generation: u64,
     pub consistent: bool,
+    /// Consistent apart from the committed files' checksums.
+    pub graph_ok: bool,
     pub repaired: bool,
     pub before_repair: Option<Box<ConsistencyOut>>,
     pub findings: Vec<String>,
@@ -271,12 +273,12 @@ fn check_locked(s: &Shared, v: &Version, depth: Depth, st: &IndexState) -> Resul
     }
     drop(store);
 
-    let consistent = f.stored_not_indexed.is_empty()
+    let graph_ok = f.stored_not_indexed.is_empty()
         && f.indexed_not_stored.is_empty()
         && f.vector_mismatch.is_empty()
         && f.unreachable.is_empty()
-        && f.anonymous == 0
-        && checksum != ChecksumState::Mismatch;
+        && f.anonymous == 0;
+    let consistent = graph_ok && checksum != ChecksumState::Mismatch;
     let cap = |mut ids: Vec<u64>| {
         ids.sort_unstable();
         ids.dedup();
@@ -295,10 +297,37 @@ fn check_locked(s: &Shared, v: &Version, depth: Depth, st: &IndexState) -> Resul
         checksum,
         generation,
         consistent,
+        graph_ok,
         repaired: false,
         before_repair: None,
         findings: f.notes,
     })
+}
+
+/// The monitors' check: graph level, re-walking the graph only when the version
+/// changed since the last walk (op sequence, watermark, graph identity); the
+/// committed files are re-verified every time.
+pub(crate) fn monitor_check(s: &Shared, v: &Version) -> Result<bool> {
+    let key = {
+        let applied = v.store.read().map_err(poisoned)?.applied_seq;
+        let graph = v
+            .ann
+            .read()
+            .map_err(poisoned)?
+            .as_ref()
+            .map_or(0, |a| Arc::as_ptr(a) as usize);
+        (applied, v.indexed_upto.load(Ordering::SeqCst), graph)
+    };
+    let cached = *v.graph_check.lock().map_err(poisoned)?;
+    if let Some((k, graph_ok)) = cached
+        && k == key
+    {
+        let files_ok = !v.metric().uses_graph() || v.dir.open_verified().is_ok();
+        return Ok(graph_ok && files_ok);
+    }
+    let r = check(s, v, Depth::Graph)?;
+    *v.graph_check.lock().map_err(poisoned)? = Some((key, r.graph_ok));
+    Ok(r.consistent)
 }
 
 /// Reloads the mirror from RocksDB (caller holds writer and index locks) and

@@ -84,7 +84,7 @@ pub struct DriftOut {
 pub const MAX_DRIFT_SAMPLE: u32 = 5000;
 
 /// Rows of a version snapshot that fall in the window.
-fn window(v: &Version, spec: &WindowSpec) -> Result<Snapshot> {
+pub(crate) fn window(v: &Version, spec: &WindowSpec) -> Result<Snapshot> {
     let snap = Snapshot::take(v)?;
     let keep: Vec<usize> = (0..snap.len())
         .filter(|&r| spec.contains(snap.timestamps[r]))
@@ -127,9 +127,25 @@ pub(crate) fn drift(
             format!("must be between 1 and {MAX_DRIFT_SAMPLE}, got {sample}"),
         ));
     }
-    let b = window(base_v, base)?;
-    let c = window(cur_v, cur)?;
-    for (field, s) in [("baseline", &b), ("current", &c)] {
+    drift_on(
+        &window(base_v, base)?,
+        &window(cur_v, cur)?,
+        req,
+        cfg,
+        deadline,
+    )
+}
+
+/// Drift between two window snapshots (same dimension; checked by the caller).
+pub(crate) fn drift_on(
+    b: &Snapshot,
+    c: &Snapshot,
+    req: &DriftRequest,
+    cfg: &EvalConfig,
+    deadline: &Deadline,
+) -> Result<DriftOut> {
+    let sample = req.sample_size.map_or(cfg.drift_sample as u32, |s| s);
+    for (field, s) in [("baseline", b), ("current", c)] {
         if s.len() < 4 {
             return Err(Error::FailedPrecondition(format!(
                 "{field} window holds {} points; drift needs at least 4",
@@ -161,8 +177,8 @@ pub(crate) fn drift(
             })
             .collect()
     };
-    let lb = map(&b);
-    let lc = map(&c);
+    let lb = map(b);
+    let lc = map(c);
     let bw = math::Window {
         data: Data::new(b.dim, &b.vectors),
         labels: &lb,

@@ -53,6 +53,8 @@ pub struct EngineConfig {
     pub eval_threads: usize,
     /// Evaluation thresholds, owners and limits.
     pub eval: EvalConfig,
+    /// Nice value of the monitor thread (19 = yield to everything else).
+    pub monitor_nice: i32,
 }
 
 impl EngineConfig {
@@ -68,6 +70,7 @@ impl EngineConfig {
             rebuild_dead_fraction: 0.2,
             eval_threads: cores,
             eval: EvalConfig::default(),
+            monitor_nice: 19,
         }
     }
 }
@@ -161,6 +164,9 @@ pub(crate) struct Shared {
     pub query_pool: rayon::ThreadPool,
     /// Long evaluations run here, so they never queue behind (or in front of) batch searches.
     pub eval_pool: rayon::ThreadPool,
+    /// Monitors' math: one thread at low priority, so scheduled evaluations yield
+    /// the CPU to searches (locks are taken on the caller's thread, at normal priority).
+    pub monitor_pool: rayon::ThreadPool,
     pub stats: EngineStats,
     pub shutdown: AtomicBool,
     pub wake: (Mutex<bool>, std::sync::Condvar),
@@ -233,6 +239,15 @@ impl Engine {
             build_pool: Arc::new(pool(config.build_threads, "ember-build")?),
             query_pool: pool(config.query_threads, "ember-query")?,
             eval_pool: pool(config.eval_threads, "ember-eval")?,
+            monitor_pool: {
+                let nice = config.monitor_nice;
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(1)
+                    .thread_name(|_| "ember-monitor".into())
+                    .start_handler(move |_| crate::os::lower_thread_priority(nice))
+                    .build()
+                    .map_err(|e| Error::Internal(e.to_string()))?
+            },
             index_root: dir.join("index"),
             db,
             config,
@@ -1067,6 +1082,7 @@ impl Shared {
             index: Mutex::new(IndexState::default()),
             dropped: AtomicBool::new(false),
             loo_cache: Mutex::new(None),
+            graph_check: Mutex::new(None),
         }
     }
 

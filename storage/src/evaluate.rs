@@ -543,7 +543,16 @@ pub struct ProjectedOut {
 // ---- the computations ----
 
 pub(crate) fn recall(v: &Version, p: &RecallParams, deadline: &Deadline) -> Result<RecallReport> {
-    let snap = Snapshot::take(v)?;
+    recall_on(v, &Snapshot::take(v)?, p, deadline)
+}
+
+/// [`recall`] over a snapshot the caller already took.
+pub(crate) fn recall_on(
+    v: &Version,
+    snap: &Snapshot,
+    p: &RecallParams,
+    deadline: &Deadline,
+) -> Result<RecallReport> {
     let n = snap.len();
     if n < 2 {
         return Err(Error::FailedPrecondition(

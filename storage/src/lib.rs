@@ -24,6 +24,7 @@ mod graph_view;
 mod indexer;
 mod mmap;
 pub mod monitor;
+mod os;
 mod store;
 pub mod validate;
 mod version;

@@ -10,11 +10,11 @@ use emberdb_eval::knn::{Exact, for_each_query};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::CF_META;
-use crate::consistency::{self, Depth};
+use crate::consistency;
 use crate::drift::{self, DriftRequest, WindowSpec};
 use crate::engine::{Engine, now_ms, sync_write};
 use crate::error::{Error, Result};
-use crate::evaluate::{self, RecallParams, Snapshot, deadline_error, sample_rows};
+use crate::evaluate::{self, EvalConfig, RecallParams, Snapshot, deadline_error, sample_rows};
 use crate::validate;
 use crate::version::poisoned;
 
@@ -56,6 +56,13 @@ pub const DEFAULT_K: u32 = 10;
 pub const DEFAULT_SAMPLE: u32 = 200;
 pub const MAX_SAMPLE: u32 = 100_000;
 pub const MAX_INTERVAL_S: u32 = 7 * 24 * 3600;
+/// A monitor's drift compares at most this many × `sample_size` points per window
+/// (KS), with MMD² and the fingerprint on `MONITOR_MMD_SAMPLE` points per side and
+/// `MONITOR_DRIFT_SPLITS` baseline splits: a periodic check costs tens of
+/// milliseconds, the full report is the Drift RPC.
+pub const DRIFT_SAMPLE_FACTOR: usize = 10;
+pub const MONITOR_MMD_SAMPLE: u32 = 300;
+pub const MONITOR_DRIFT_SPLITS: usize = 10;
 
 pub(crate) type Registry = Mutex<BTreeMap<(String, String), MonitorStatus>>;
 
@@ -238,18 +245,32 @@ impl Engine {
         result
     }
 
+    /// One run. Snapshots and the consistency check (which hold locks) run here,
+    /// at normal priority; the math runs on the low-priority monitor thread.
     fn measure(&self, spec: &MonitorSpec) -> Result<MonitorResult> {
         let v = self.resolve(&spec.collection, &spec.version)?;
         let s = self.shared();
         let cfg = &s.config.eval;
+        let snap = Snapshot::take(&v)?;
+        // Drift in a monitor compares seeded samples of both windows (the Drift RPC
+        // uses every point): a periodic check, not a report.
+        let drift_rows = (spec.sample_size as usize * DRIFT_SAMPLE_FACTOR).max(200);
         let baseline = match &spec.baseline {
-            Some(b) => Some((self.resolve(&spec.collection, &b.version)?, b)),
+            Some(b) => {
+                let w = drift::window(&*self.resolve(&spec.collection, &b.version)?, b)?;
+                Some(w.rows(&sample_rows(w.len(), drift_rows, 1)))
+            }
             None => None,
         };
-        s.eval_pool.install(|| {
+        let current = baseline
+            .as_ref()
+            .map(|_| snap.rows(&sample_rows(snap.len(), drift_rows, 2)));
+        let consistent = consistency::monitor_check(s, &v)?;
+        s.monitor_pool.install(|| {
             let deadline = emberdb_eval::Deadline::none();
-            let recall = evaluate::recall(
+            let recall = evaluate::recall_on(
                 &v,
+                &snap,
                 &RecallParams {
                     k: Some(spec.k),
                     ef: None,
@@ -259,7 +280,6 @@ impl Engine {
                 &deadline,
             )?;
             // Margins of the same sampled queries (nearest two other points).
-            let snap = Snapshot::take(&v)?;
             let rows = sample_rows(snap.len(), spec.sample_size as usize, 0);
             let ex = Exact::new(snap.data(), snap.space);
             let margins = for_each_query(snap.data(), snap.space, &rows, &deadline, |q, c| {
@@ -273,26 +293,20 @@ impl Engine {
                 .filter(|&&m| m < cfg.margin_threshold)
                 .count() as f64
                 / margins.len().max(1) as f64;
-            let drift_score = match &baseline {
-                Some((bv, b)) => Some(
-                    drift::drift(
-                        bv,
-                        b,
-                        &v,
-                        &WindowSpec {
-                            version: spec.version.clone(),
-                            from_ms: None,
-                            to_ms: None,
-                        },
-                        &DriftRequest::default(),
-                        cfg,
-                        &deadline,
-                    )?
-                    .drift_score,
-                ),
-                None => None,
+            let drift_score = match (&baseline, &current) {
+                (Some(b), Some(c)) => {
+                    let light = EvalConfig {
+                        drift_splits: MONITOR_DRIFT_SPLITS,
+                        ..cfg.clone()
+                    };
+                    let req = DriftRequest {
+                        sample_size: Some(MONITOR_MMD_SAMPLE),
+                        ..Default::default()
+                    };
+                    Some(drift::drift_on(b, c, &req, &light, &deadline)?.drift_score)
+                }
+                _ => None,
             };
-            let consistent = consistency::check(s, &v, Depth::Graph)?.consistent;
             Ok(MonitorResult {
                 recall_at_k: recall.recall_at_k,
                 precision_at_1: if recall.labelled_queries > 0 {

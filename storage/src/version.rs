@@ -53,6 +53,9 @@ pub(crate) struct IndexState {
     pub last_change: Option<std::time::Instant>,
 }
 
+/// What a graph-level consistency result depends on: (op sequence, watermark, graph identity).
+pub(crate) type GraphState = (u64, usize, usize);
+
 pub struct Version {
     pub record: VersionRecord,
     pub collection: String,
@@ -75,6 +78,9 @@ pub struct Version {
     /// The last leave-one-out neighbour lists, keyed by the op sequence they saw:
     /// Confusion, Margin and Actions share one all-pairs pass until the next write.
     pub(crate) loo_cache: Mutex<Option<crate::evaluate::LooCache>>,
+    /// The last graph-level consistency result and the state it saw (op sequence,
+    /// watermark, graph identity): monitors re-walk the graph only after a change.
+    pub(crate) graph_check: Mutex<Option<(GraphState, bool)>>,
 }
 
 /// Score-ordered candidate: (score, id, slot); total order so NaN can never panic.

@@ -1,0 +1,278 @@
+//! `ember-ops-bench`: the model-version operations through gRPC against a real
+//! server process: Drift on 2 × 100,000 × 128 points, CompareVersions on 50,000
+//! shared ids × 128, and Search p99 under load with and without monitors running
+//! (A/B/A, one run, so the ratio is measured on the same noisy machine).
+
+use emberdb_benches::data;
+use emberdb_benches::server::Server;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use emberdb_client::{Client, Metric, pb};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Points per side of the Drift benchmark.
+    #[arg(long, default_value_t = 100_000)]
+    drift_n: usize,
+    /// Shared ids of the CompareVersions benchmark.
+    #[arg(long, default_value_t = 50_000)]
+    canary_n: usize,
+    /// Seconds of search load per phase of the monitor benchmark.
+    #[arg(long, default_value_t = 20)]
+    load_s: u64,
+    /// Concurrent search clients.
+    #[arg(long, default_value_t = 2)]
+    clients: usize,
+    /// Monitor interval while under load.
+    #[arg(long, default_value_t = 5)]
+    monitor_interval_s: u32,
+    /// Skip parts: any of drift, canary, monitors.
+    #[arg(long)]
+    skip: Vec<String>,
+}
+
+/// Streams `d` into collection/version with ids 0.., optionally shifting every vector by `shift`.
+async fn ingest(
+    c: &mut Client,
+    col: &str,
+    ver: &str,
+    d: &data::Dataset,
+    shift: f32,
+) -> anyhow::Result<()> {
+    c.create_version_with(pb::CreateVersionRequest {
+        collection: col.into(),
+        version: ver.into(),
+        dimension: d.dim as u32,
+        metric: Metric::L2 as i32,
+        hnsw: Some(pb::HnswParams {
+            m: 16,
+            ef_construction: 100,
+        }),
+    })
+    .await?;
+    let msgs: Vec<pb::UpsertRequest> = (0..d.train.len())
+        .collect::<Vec<_>>()
+        .chunks(1000)
+        .map(|ids| pb::UpsertRequest {
+            collection: col.into(),
+            version: ver.into(),
+            points: ids
+                .iter()
+                .map(|&i| pb::Point {
+                    id: i as u64,
+                    vector: d.train[i].iter().map(|x| x + shift).collect(),
+                    label: d.train_labels[i].clone(),
+                    ..Default::default()
+                })
+                .collect(),
+        })
+        .collect();
+    c.upsert_stream(futures::stream::iter(msgs)).await?;
+    Ok(())
+}
+
+async fn wait_indexed(c: &mut Client, col: &str, ver: &str) -> anyhow::Result<()> {
+    loop {
+        let v = c.describe(col, ver).await?;
+        if v.indexed_count == v.point_count {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Runs `f` three times; returns the sorted times in seconds and the last result.
+async fn three_runs<T, F, Fut>(mut f: F) -> anyhow::Result<(Vec<f64>, T)>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut times = Vec::new();
+    let mut last = None;
+    for _ in 0..3 {
+        let t = Instant::now();
+        last = Some(f().await?);
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((times, last.expect("three runs")))
+}
+
+/// Closed-loop search load from `clients` connections for `secs`; returns (p50, p99, QPS).
+async fn load(
+    addr: &str,
+    queries: Arc<Vec<Vec<f32>>>,
+    clients: usize,
+    secs: u64,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for t in 0..clients {
+        let mut c = Client::connect(addr.to_string()).await?;
+        let (stop, queries) = (stop.clone(), queries.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut h = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+            let mut i = t * 7919;
+            while !stop.load(Ordering::Relaxed) {
+                let q = queries[i % queries.len()].clone();
+                i += 1;
+                let started = Instant::now();
+                c.search("canary", "v1", q, 10, Default::default()).await?;
+                h.record(started.elapsed().as_micros() as u64).ok();
+            }
+            anyhow::Ok(h)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = hdrhistogram::Histogram::<u64>::new(3)?;
+    for t in tasks {
+        all.add(t.await??)?;
+    }
+    Ok((
+        all.value_at_quantile(0.5) as f64,
+        all.value_at_quantile(0.99) as f64,
+        all.len() as f64 / secs as f64,
+    ))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let (server, mut c) = Server::start(&["--metrics-addr", "off"]).await?;
+    let addr = server.addr.clone();
+    let skip = |what: &str| args.skip.iter().any(|s| s == what);
+
+    if !skip("drift") {
+        let base = data::clustered(1, args.drift_n, 0, 128, 100);
+        ingest(&mut c, "drift", "v1", &base, 0.0).await?;
+        drop(base);
+        let cur = data::clustered(2, args.drift_n, 0, 128, 100);
+        ingest(&mut c, "drift", "v2", &cur, 0.02).await?;
+        drop(cur);
+        wait_indexed(&mut c, "drift", "v1").await?;
+        wait_indexed(&mut c, "drift", "v2").await?;
+        let drift_req = pb::DriftRequest {
+            collection: "drift".into(),
+            baseline: Some(pb::Window {
+                version: "v1".into(),
+                from_ms: None,
+                to_ms: None,
+            }),
+            current: Some(pb::Window {
+                version: "v2".into(),
+                from_ms: None,
+                to_ms: None,
+            }),
+            ..Default::default()
+        };
+        let (times, r) = three_runs(|| {
+            let (mut c, req) = (c.clone(), drift_req.clone());
+            async move { Ok(c.drift(req, Some(Duration::from_secs(600))).await?) }
+        })
+        .await?;
+        println!(
+            "drift: 2 x {} x 128: median {:.2} s (runs {:?}); score {:.3} drifted {} ks_share {:.3} mmd2 {:.5} primary {:?}",
+            args.drift_n,
+            times[1],
+            times
+                .iter()
+                .map(|t| (t * 100.0).round() / 100.0)
+                .collect::<Vec<_>>(),
+            r.drift_score,
+            r.drifted,
+            r.ks_drifted_share,
+            r.mmd2,
+            r.fingerprint.map(|f| f.primary)
+        );
+        c.drop_collection("drift").await?;
+    }
+
+    // The canary collection also serves the monitor benchmark's search load.
+    let d = data::clustered(3, args.canary_n, 5000, 128, 100);
+    if !skip("canary") || !skip("monitors") {
+        ingest(&mut c, "canary", "v1", &d, 0.0).await?;
+        let cand = data::clustered(4, args.canary_n, 0, 128, 100);
+        ingest(&mut c, "canary", "v2", &cand, 0.0).await?;
+        wait_indexed(&mut c, "canary", "v1").await?;
+        wait_indexed(&mut c, "canary", "v2").await?;
+    }
+    if !skip("canary") {
+        let req = pb::CompareVersionsRequest {
+            collection: "canary".into(),
+            baseline_version: "v1".into(),
+            candidate_version: "v2".into(),
+            k: Some(10),
+            ..Default::default()
+        };
+        let (times, r) = three_runs(|| {
+            let (mut c, req) = (c.clone(), req.clone());
+            async move {
+                Ok(c.compare_versions(req, Some(Duration::from_secs(600)))
+                    .await?)
+            }
+        })
+        .await?;
+        println!(
+            "canary: {} shared ids x 128: median {:.2} s (runs {:?}); verdict {:?} p@1 {:.4} -> {:.4} recall {:.3} overlap {:.3}",
+            r.shared_ids,
+            times[1],
+            times
+                .iter()
+                .map(|t| (t * 100.0).round() / 100.0)
+                .collect::<Vec<_>>(),
+            r.verdict(),
+            r.baseline.as_ref().map_or(0.0, |b| b.precision_at_1),
+            r.candidate.as_ref().map_or(0.0, |b| b.precision_at_1),
+            r.candidate.as_ref().map_or(0.0, |b| b.ann_recall_at_k),
+            r.neighbor_overlap
+        );
+    }
+    if !skip("monitors") {
+        let queries = Arc::new(d.queries.clone());
+        let (p50a, p99a, qa) = load(&addr, queries.clone(), args.clients, args.load_s).await?;
+        println!("search without monitors: p50 {p50a} us, p99 {p99a} us, {qa:.0} QPS");
+        for (col, ver, base) in [("canary", "v1", "v1"), ("canary", "v2", "v2")] {
+            c.set_monitor(pb::MonitorSpec {
+                collection: col.into(),
+                version: ver.into(),
+                interval_s: args.monitor_interval_s,
+                k: 10,
+                sample_size: 200,
+                baseline: Some(pb::Window {
+                    version: base.into(),
+                    from_ms: None,
+                    to_ms: None,
+                }),
+            })
+            .await?;
+        }
+        let (p50b, p99b, qb) = load(&addr, queries.clone(), args.clients, args.load_s).await?;
+        let ms = c.list_monitors("canary").await?;
+        println!(
+            "search with 2 monitors every {} s: p50 {p50b} us, p99 {p99b} us, {qb:.0} QPS; monitor runs take {:?} ms",
+            args.monitor_interval_s,
+            ms.iter()
+                .map(|m| m.last_duration_ms.round())
+                .collect::<Vec<_>>()
+        );
+        c.delete_monitor("canary", "v1").await?;
+        c.delete_monitor("canary", "v2").await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (p50c, p99c, qc) = load(&addr, queries, args.clients, args.load_s).await?;
+        println!("search without monitors again: p50 {p50c} us, p99 {p99c} us, {qc:.0} QPS");
+        let without = (p99a + p99c) / 2.0;
+        println!(
+            "monitors: p99 {:.0} us vs {:.0} us without (mean of before/after) -> ratio {:.3}",
+            p99b,
+            without,
+            p99b / without
+        );
+    }
+    drop(server);
+    Ok(())
+}
