@@ -27,6 +27,9 @@ struct Args {
     /// Concurrent search clients.
     #[arg(long, default_value_t = 2)]
     clients: usize,
+    /// Phases with monitors (each between two phases without).
+    #[arg(long, default_value_t = 3)]
+    monitor_rounds: usize,
     /// Monitor interval while under load.
     #[arg(long, default_value_t = 5)]
     monitor_interval_s: u32,
@@ -233,44 +236,71 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     if !skip("monitors") {
+        // Alternating phases (off, on, off, on, ..., off) so drift of the machine's speed
+        // hits both sides; the ratio compares the medians of the phases' p99s.
         let queries = Arc::new(d.queries.clone());
-        let (p50a, p99a, qa) = load(&addr, queries.clone(), args.clients, args.load_s).await?;
-        println!("search without monitors: p50 {p50a} us, p99 {p99a} us, {qa:.0} QPS");
-        for (col, ver, base) in [("canary", "v1", "v1"), ("canary", "v2", "v2")] {
-            c.set_monitor(pb::MonitorSpec {
-                collection: col.into(),
-                version: ver.into(),
-                interval_s: args.monitor_interval_s,
-                k: 10,
-                sample_size: 200,
-                baseline: Some(pb::Window {
-                    version: base.into(),
-                    from_ms: None,
-                    to_ms: None,
-                }),
-            })
-            .await?;
+        let (mut off, mut on) = (Vec::new(), Vec::new());
+        for phase in 0..(2 * args.monitor_rounds + 1) {
+            let monitors = phase % 2 == 1;
+            if monitors {
+                for ver in ["v1", "v2"] {
+                    c.set_monitor(pb::MonitorSpec {
+                        collection: "canary".into(),
+                        version: ver.into(),
+                        interval_s: args.monitor_interval_s,
+                        k: 10,
+                        sample_size: 200,
+                        baseline: Some(pb::Window {
+                            version: ver.into(),
+                            from_ms: None,
+                            to_ms: None,
+                        }),
+                    })
+                    .await?;
+                }
+            }
+            let (p50, p99, qps) = load(&addr, queries.clone(), args.clients, args.load_s).await?;
+            let runs: Vec<f64> = if monitors {
+                c.list_monitors("canary")
+                    .await?
+                    .iter()
+                    .map(|m| m.last_duration_ms.round())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            println!(
+                "phase {phase} ({}): p50 {p50} us, p99 {p99} us, {qps:.0} QPS{}",
+                if monitors {
+                    format!("2 monitors every {} s", args.monitor_interval_s)
+                } else {
+                    "no monitors".into()
+                },
+                if monitors {
+                    format!("; monitor runs take {runs:?} ms")
+                } else {
+                    String::new()
+                }
+            );
+            if monitors {
+                c.delete_monitor("canary", "v1").await?;
+                c.delete_monitor("canary", "v2").await?;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                on.push(p99);
+            } else {
+                off.push(p99);
+            }
         }
-        let (p50b, p99b, qb) = load(&addr, queries.clone(), args.clients, args.load_s).await?;
-        let ms = c.list_monitors("canary").await?;
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (m_on, m_off) = (median(&mut on), median(&mut off));
         println!(
-            "search with 2 monitors every {} s: p50 {p50b} us, p99 {p99b} us, {qb:.0} QPS; monitor runs take {:?} ms",
-            args.monitor_interval_s,
-            ms.iter()
-                .map(|m| m.last_duration_ms.round())
-                .collect::<Vec<_>>()
-        );
-        c.delete_monitor("canary", "v1").await?;
-        c.delete_monitor("canary", "v2").await?;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let (p50c, p99c, qc) = load(&addr, queries, args.clients, args.load_s).await?;
-        println!("search without monitors again: p50 {p50c} us, p99 {p99c} us, {qc:.0} QPS");
-        let without = (p99a + p99c) / 2.0;
-        println!(
-            "monitors: p99 {:.0} us vs {:.0} us without (mean of before/after) -> ratio {:.3}",
-            p99b,
-            without,
-            p99b / without
+            "monitors: median p99 {m_on:.0} us with ({} phases) vs {m_off:.0} us without ({} phases) -> ratio {:.3}",
+            on.len(),
+            off.len(),
+            m_on / m_off
         );
     }
     drop(server);

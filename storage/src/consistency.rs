@@ -304,11 +304,25 @@ fn check_locked(s: &Shared, v: &Version, depth: Depth, st: &IndexState) -> Resul
     })
 }
 
+/// How often a monitor re-reads the committed files to verify their checksums.
+pub const MONITOR_FILE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The monitors' last check of one version.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MonitorCheck {
+    /// (op sequence, watermark, graph identity) the graph walk saw.
+    state: (u64, usize, usize),
+    graph_ok: bool,
+    files_ok: bool,
+    files_checked: std::time::Instant,
+}
+
 /// The monitors' check: graph level, re-walking the graph only when the version
-/// changed since the last walk (op sequence, watermark, graph identity); the
-/// committed files are re-verified every time.
+/// changed since the last walk (op sequence, watermark, graph identity), and
+/// re-reading the committed files at most every `MONITOR_FILE_CHECK_EVERY`
+/// (CheckConsistency always does both).
 pub(crate) fn monitor_check(s: &Shared, v: &Version) -> Result<bool> {
-    let key = {
+    let state = {
         let applied = v.store.read().map_err(poisoned)?.applied_seq;
         let graph = v
             .ann
@@ -319,15 +333,31 @@ pub(crate) fn monitor_check(s: &Shared, v: &Version) -> Result<bool> {
         (applied, v.indexed_upto.load(Ordering::SeqCst), graph)
     };
     let cached = *v.graph_check.lock().map_err(poisoned)?;
-    if let Some((k, graph_ok)) = cached
-        && k == key
-    {
-        let files_ok = !v.metric().uses_graph() || v.dir.open_verified().is_ok();
-        return Ok(graph_ok && files_ok);
-    }
-    let r = check(s, v, Depth::Graph)?;
-    *v.graph_check.lock().map_err(poisoned)? = Some((key, r.graph_ok));
-    Ok(r.consistent)
+    let now = std::time::Instant::now();
+    let entry = match cached {
+        Some(c) if c.state == state => {
+            if now.duration_since(c.files_checked) < MONITOR_FILE_CHECK_EVERY {
+                c
+            } else {
+                MonitorCheck {
+                    files_ok: !v.metric().uses_graph() || v.dir.open_verified().is_ok(),
+                    files_checked: now,
+                    ..c
+                }
+            }
+        }
+        _ => {
+            let r = check(s, v, Depth::Graph)?;
+            MonitorCheck {
+                state,
+                graph_ok: r.graph_ok,
+                files_ok: r.checksum != ChecksumState::Mismatch,
+                files_checked: now,
+            }
+        }
+    };
+    *v.graph_check.lock().map_err(poisoned)? = Some(entry);
+    Ok(entry.graph_ok && entry.files_ok)
 }
 
 /// Reloads the mirror from RocksDB (caller holds writer and index locks) and

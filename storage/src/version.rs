@@ -53,9 +53,6 @@ pub(crate) struct IndexState {
     pub last_change: Option<std::time::Instant>,
 }
 
-/// What a graph-level consistency result depends on: (op sequence, watermark, graph identity).
-pub(crate) type GraphState = (u64, usize, usize);
-
 pub struct Version {
     pub record: VersionRecord,
     pub collection: String,
@@ -80,7 +77,7 @@ pub struct Version {
     pub(crate) loo_cache: Mutex<Option<crate::evaluate::LooCache>>,
     /// The last graph-level consistency result and the state it saw (op sequence,
     /// watermark, graph identity): monitors re-walk the graph only after a change.
-    pub(crate) graph_check: Mutex<Option<(GraphState, bool)>>,
+    pub(crate) graph_check: Mutex<Option<crate::consistency::MonitorCheck>>,
 }
 
 /// Score-ordered candidate: (score, id, slot); total order so NaN can never panic.
