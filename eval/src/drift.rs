@@ -17,6 +17,7 @@
 use rayon::prelude::*;
 
 use crate::knn::{QUERY_BLOCK, norms, score_block};
+use crate::sample::{self, SplitMix};
 use crate::{Data, Space, stats};
 
 /// Rows of one window: vectors plus a label id per row (0 = unlabelled). The two
@@ -483,33 +484,6 @@ impl Default for DriftParams {
     }
 }
 
-/// Seeded sample of `k` distinct indices below `n` (all of them when k ≥ n), sorted.
-pub fn sample_indices(n: usize, k: usize, seed: u64) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..n).collect();
-    if k >= n {
-        return idx;
-    }
-    let mut rng = SplitMix(seed ^ 0xD1B5_4A32_D192_ED03);
-    for i in 0..k {
-        let j = i + (rng.next() % (n - i) as u64) as usize;
-        idx.swap(i, j);
-    }
-    idx.truncate(k);
-    idx.sort_unstable();
-    idx
-}
-
-struct SplitMix(u64);
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
 fn mean_norm(d: Data<'_>) -> f64 {
     stats::mean((0..d.len()).map(|i| f64::from(crate::knn::squared_norm(d.row(i))).sqrt()))
 }
@@ -553,8 +527,8 @@ pub fn drift(b: Window<'_>, c: Window<'_>, p: DriftParams) -> DriftResult {
     // Samples: the current side, and two disjoint baseline halves for the null when
     // the baseline is big enough (else halves of a smaller size).
     let s = p.sample.min(c.len()).min(b.len()).max(1);
-    let sc = Owned::take(c, &sample_indices(c.len(), s, p.seed));
-    let sb = Owned::take(b, &sample_indices(b.len(), s, p.seed.wrapping_add(1)));
+    let sc = Owned::take(c, &sample::rows(c.len(), s, p.seed));
+    let sb = Owned::take(b, &sample::rows(b.len(), s, p.seed.wrapping_add(1)));
     let (mmd2, _) = mmd2_unbiased(sb.window().data, sc.window().data);
     let st = shift_stats(sb.window(), sc.window());
 
@@ -571,12 +545,12 @@ pub fn drift(b: Window<'_>, c: Window<'_>, p: DriftParams) -> DriftResult {
         let runs: Vec<(f64, [f64; 5])> = (0..p.splits)
             .into_par_iter()
             .map(|i| {
-                let rows = sample_indices(b.len(), 2 * half, p.seed.wrapping_add(100 + i as u64));
+                let rows = sample::rows(b.len(), 2 * half, p.seed.wrapping_add(100 + i as u64));
                 // Shuffle the chosen rows into two halves, seeded.
                 let mut order = rows.clone();
                 let mut rng = SplitMix(p.seed.wrapping_add(1000 + i as u64));
                 for k in (1..order.len()).rev() {
-                    let j = (rng.next() % (k as u64 + 1)) as usize;
+                    let j = (rng.next_u64() % (k as u64 + 1)) as usize;
                     order.swap(k, j);
                 }
                 let (h1, h2) = order.split_at(half);
@@ -711,8 +685,8 @@ mod planted {
     struct Gen(SplitMix);
     impl Gen {
         fn normal(&mut self) -> f32 {
-            let u1 = ((self.0.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-            let u2 = ((self.0.next() >> 11) as f64) / (1u64 << 53) as f64;
+            let u1 = ((self.0.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+            let u2 = ((self.0.next_u64() >> 11) as f64) / (1u64 << 53) as f64;
             ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
         }
     }
@@ -734,7 +708,7 @@ mod planted {
         let mut v = Vec::with_capacity(n * DIM);
         let mut l = Vec::with_capacity(n);
         for _ in 0..n {
-            let u = (g.0.next() >> 11) as f64 / (1u64 << 53) as f64;
+            let u = (g.0.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
             let mut acc = 0.0;
             let mut c = mix.len() - 1;
             for (i, p) in mix.iter().enumerate() {

@@ -12,6 +12,7 @@ pub mod knn;
 pub mod margin;
 pub mod project;
 pub mod retrieval;
+pub mod sample;
 pub mod stats;
 
 use std::sync::atomic::{AtomicBool, Ordering};

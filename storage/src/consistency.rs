@@ -14,12 +14,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use rocksdb::{Direction, IteratorMode};
-
-use crate::codec::{self, CF_POINTS};
 use crate::distance::{Metric, normalize};
 use crate::engine::Shared;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::store::{PointRef, Store};
 use crate::version::{IndexState, Version, poisoned};
 
@@ -48,6 +45,8 @@ pub struct ConsistencyOut {
     pub consistent: bool,
     /// Consistent apart from the committed files' checksums.
     pub graph_ok: bool,
+    /// RocksDB and the in-memory mirror agree (Full checks; a repair then reloads it).
+    pub mirror_ok: bool,
     pub repaired: bool,
     pub before_repair: Option<Box<ConsistencyOut>>,
     pub findings: Vec<String>,
@@ -74,7 +73,6 @@ fn same_bits(a: &[f32], b: &[f32]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }
 
-#[derive(Default)]
 struct Findings {
     stored_not_indexed: Vec<u64>,
     indexed_not_stored: Vec<u64>,
@@ -83,24 +81,16 @@ struct Findings {
     notes: Vec<String>,
     /// Problems with no id to list (a node whose slot the mirror does not know).
     anonymous: usize,
+    /// RocksDB and the mirror agree (always true when RocksDB was not scanned).
+    mirror_ok: bool,
 }
 
 /// Compares RocksDB with the mirror. Caller holds the version's writer lock.
 fn check_mirror(s: &Shared, v: &Version, store: &Store, f: &mut Findings) -> Result<u64> {
-    let cf = s.cf(CF_POINTS)?;
-    let prefix = v.record.id.to_be_bytes();
     let mut stored = 0u64;
     let mut seen: HashSet<u64> = HashSet::with_capacity(store.live_count);
     let (mut missing, mut differ) = (0usize, 0usize);
-    for item in
-        s.db.iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward))
-    {
-        let (k, val) = item?;
-        if !k.starts_with(&prefix) {
-            break;
-        }
-        let id = codec::point_id_from_key(&k)?;
-        let p = codec::decode_point(id, &val)?;
+    s.for_each_stored_point(v.record.id, v.dim(), |id, p| {
         stored += 1;
         seen.insert(id);
         match store.id_to_slot.get(&id) {
@@ -115,7 +105,8 @@ fn check_mirror(s: &Shared, v: &Version, store: &Store, f: &mut Findings) -> Res
                 f.stored_not_indexed.push(id);
             }
         }
-    }
+        Ok(())
+    })?;
     let extra: Vec<u64> = (0..store.len())
         .filter(|&slot| store.live[slot] && !seen.contains(&store.ids[slot]))
         .map(|slot| store.ids[slot])
@@ -136,6 +127,7 @@ fn check_mirror(s: &Shared, v: &Version, store: &Store, f: &mut Findings) -> Res
             extra.len()
         ));
     }
+    f.mirror_ok = missing == 0 && differ == 0 && extra.is_empty();
     f.indexed_not_stored.extend(extra);
     Ok(stored)
 }
@@ -150,10 +142,18 @@ pub(crate) fn check(s: &Shared, v: &Version, depth: Depth) -> Result<Consistency
     check_locked(s, v, depth, &st)
 }
 
+/// The caller holds the version's index lock (`st`), so the graph cannot change meanwhile.
 fn check_locked(s: &Shared, v: &Version, depth: Depth, st: &IndexState) -> Result<ConsistencyOut> {
-    let _ = st;
     let store = v.store.read().map_err(poisoned)?;
-    let mut f = Findings::default();
+    let mut f = Findings {
+        stored_not_indexed: Vec::new(),
+        indexed_not_stored: Vec::new(),
+        vector_mismatch: Vec::new(),
+        unreachable: Vec::new(),
+        notes: Vec::new(),
+        anonymous: 0,
+        mirror_ok: true,
+    };
     let stored = match depth {
         Depth::Full => check_mirror(s, v, &store, &mut f)?,
         Depth::Graph => store.live_count as u64,
@@ -298,6 +298,7 @@ fn check_locked(s: &Shared, v: &Version, depth: Depth, st: &IndexState) -> Resul
         generation,
         consistent,
         graph_ok,
+        mirror_ok: f.mirror_ok,
         repaired: false,
         before_repair: None,
         findings: f.notes,
@@ -363,8 +364,6 @@ pub(crate) fn monitor_check(s: &Shared, v: &Version) -> Result<bool> {
 /// Reloads the mirror from RocksDB (caller holds writer and index locks) and
 /// drops the graph, so the rebuild that follows starts from the truth.
 fn reload_mirror(s: &Shared, v: &Version) -> Result<()> {
-    let cf = s.cf(CF_POINTS)?;
-    let prefix = v.record.id.to_be_bytes();
     // Old slots stay (dead) so that a search holding the old graph view still
     // indexes valid slots; the stored points get fresh slots after them.
     let mut store = Store::new(v.dim());
@@ -375,21 +374,7 @@ fn reload_mirror(s: &Shared, v: &Version) -> Result<()> {
         }
         old.applied_seq
     };
-    for item in
-        s.db.iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward))
-    {
-        let (k, val) = item?;
-        if !k.starts_with(&prefix) {
-            break;
-        }
-        let id = codec::point_id_from_key(&k)?;
-        let p = codec::decode_point(id, &val)?;
-        if p.vector.len() != v.dim() {
-            return Err(Error::DataCorruption(format!(
-                "point {id} has dimension {}",
-                p.vector.len()
-            )));
-        }
+    s.for_each_stored_point(v.record.id, v.dim(), |id, p| {
         store.append(
             v.metric(),
             PointRef {
@@ -401,7 +386,8 @@ fn reload_mirror(s: &Shared, v: &Version) -> Result<()> {
                 timestamp_ms: p.timestamp_ms,
             },
         );
-    }
+        Ok(())
+    })?;
     store.applied_seq = applied;
     // Order: hide the graph first (searches then scan exactly), then swap the mirror.
     v.indexed_upto.store(0, Ordering::SeqCst);
@@ -421,17 +407,7 @@ pub(crate) fn check_and_repair(s: &Arc<Shared>, v: &Version) -> Result<Consisten
     if before.consistent {
         return Ok(before);
     }
-    let mirror_off = before.stored_points != v.store.read().map_err(poisoned)?.live_count as u64
-        || !before.indexed_not_stored.is_empty()
-        || before
-            .findings
-            .iter()
-            .any(|n| n.contains("RocksDB and memory"))
-        || before
-            .findings
-            .iter()
-            .any(|n| n.contains("missing from memory"));
-    if mirror_off {
+    if !before.mirror_ok {
         reload_mirror(s, v)?;
     }
     // Writers may continue during the rebuild: new points land in the scanned tail.

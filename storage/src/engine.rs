@@ -1003,6 +1003,37 @@ impl Shared {
         }
     }
 
+    /// Calls `f(id, point)` for every point of a version in RocksDB, in id order;
+    /// a point whose dimension is not `dim` is corruption.
+    pub(crate) fn for_each_stored_point(
+        &self,
+        version_id: u64,
+        dim: usize,
+        mut f: impl FnMut(u64, StoredPoint) -> Result<()>,
+    ) -> Result<()> {
+        let cf = self.cf(CF_POINTS)?;
+        let prefix = version_id.to_be_bytes();
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward))
+        {
+            let (k, val) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let id = codec::point_id_from_key(&k)?;
+            let p = codec::decode_point(id, &val)?;
+            if p.vector.len() != dim {
+                return Err(Error::DataCorruption(format!(
+                    "point {id} has dimension {}",
+                    p.vector.len()
+                )));
+            }
+            f(id, p)?;
+        }
+        Ok(())
+    }
+
     /// A little-endian u64 stored under `key`, or `default` when absent.
     fn get_u64(&self, cf: &str, key: &[u8], default: u64) -> Result<u64> {
         match self.db.get_cf(self.cf(cf)?, key)? {
@@ -1181,24 +1212,7 @@ impl Shared {
             }
             debug_assert_eq!(store.len() as u64, manifest.slot_count);
         }
-        let cf = self.cf(CF_POINTS)?;
-        let prefix = rec.id.to_be_bytes();
-        for item in self
-            .db
-            .iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward))
-        {
-            let (k, val) = item?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            let id = codec::point_id_from_key(&k)?;
-            let p = codec::decode_point(id, &val)?;
-            if p.vector.len() != rec.dim as usize {
-                return Err(Error::DataCorruption(format!(
-                    "point {id} has dimension {}",
-                    p.vector.len()
-                )));
-            }
+        self.for_each_stored_point(rec.id, rec.dim as usize, |id, p| {
             let pref = PointRef {
                 id,
                 seq: p.seq,
@@ -1213,7 +1227,8 @@ impl Shared {
                     store.append(rec.metric, pref);
                 }
             }
-        }
+            Ok(())
+        })?;
         store.applied_seq = stored_seq;
         let live = store.live_count;
         *version.store.write().map_err(poisoned)? = store;

@@ -225,29 +225,7 @@ pub(crate) fn deadline_error(e: EvalError) -> Error {
     }
 }
 
-/// Deterministic sample of `k` of `n` rows (sorted), by a seeded partial Fisher–Yates.
-pub(crate) fn sample_rows(n: usize, k: usize, seed: u64) -> Vec<usize> {
-    if k == 0 || k >= n {
-        return (0..n).collect();
-    }
-    let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
-    let mut next = move || {
-        // splitmix64
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    let mut idx: Vec<usize> = (0..n).collect();
-    for i in 0..k {
-        let j = i + (next() % (n - i) as u64) as usize;
-        idx.swap(i, j);
-    }
-    let mut out = idx[..k].to_vec();
-    out.sort_unstable();
-    out
-}
+pub(crate) use emberdb_eval::sample::rows as sample_rows;
 
 pub(crate) fn resolve_mode(
     req: ModeRequest,
@@ -979,19 +957,4 @@ pub(crate) fn project(
             y,
         })
         .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn samples_are_seeded_sorted_and_distinct() {
-        let a = sample_rows(1000, 50, 3);
-        assert_eq!(a, sample_rows(1000, 50, 3));
-        assert_ne!(a, sample_rows(1000, 50, 4));
-        assert!(a.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(sample_rows(10, 0, 1), (0..10).collect::<Vec<_>>());
-        assert_eq!(sample_rows(10, 20, 1).len(), 10);
-    }
 }
