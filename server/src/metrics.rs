@@ -101,30 +101,41 @@ pub struct Metrics {
 /// exported; later pairs are counted in `emberdb_metrics_series_dropped_total`.
 pub struct SeriesCap {
     max: usize,
-    admitted: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+    /// collection → versions admitted; read without allocating on the search path.
+    admitted:
+        std::sync::RwLock<std::collections::HashMap<String, std::collections::HashSet<String>>>,
 }
 
 impl SeriesCap {
     pub fn new(max: usize) -> Self {
         SeriesCap {
             max,
-            admitted: std::sync::Mutex::new(std::collections::HashSet::new()),
+            admitted: std::sync::RwLock::new(std::collections::HashMap::new()),
         }
     }
 
     /// Whether (collection, version) may be a label pair; admits it when there is room.
     pub fn admit(&self, collection: &str, version: &str) -> bool {
-        let Ok(mut set) = self.admitted.lock() else {
+        let known = |m: &std::collections::HashMap<String, std::collections::HashSet<String>>| {
+            m.get(collection).is_some_and(|vs| vs.contains(version))
+        };
+        match self.admitted.read() {
+            Ok(m) if known(&m) => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+        let Ok(mut m) = self.admitted.write() else {
             return false;
         };
-        let key = (collection.to_string(), version.to_string());
-        if set.contains(&key) {
+        if known(&m) {
             return true;
         }
-        if set.len() >= self.max {
+        if m.values().map(|vs| vs.len()).sum::<usize>() >= self.max {
             return false;
         }
-        set.insert(key);
+        m.entry(collection.to_string())
+            .or_default()
+            .insert(version.to_string());
         true
     }
 }
@@ -387,5 +398,14 @@ mod tests {
         assert_eq!(sorted, METHODS);
         assert_eq!(method_label("/emberdb.v1.Points/Search"), "Search");
         assert_eq!(method_label("/evil/../path"), "other");
+    }
+
+    #[test]
+    fn series_cap_admits_up_to_max_pairs() {
+        let cap = SeriesCap::new(2);
+        assert!(cap.admit("a", "v1"));
+        assert!(cap.admit("a", "v2"));
+        assert!(!cap.admit("b", "v1"), "third pair refused");
+        assert!(cap.admit("a", "v1"), "admitted pairs stay admitted");
     }
 }
