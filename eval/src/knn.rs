@@ -88,10 +88,32 @@ pub fn score_block(
     qnorms: &[f32],
     c: &mut Vec<f32>,
 ) {
+    gemm_block(data, a, c);
+    let n = data.len();
+    if n == 0 {
+        return;
+    }
+    for (r, row) in c.chunks_exact_mut(n).enumerate() {
+        match space {
+            Space::L2 => {
+                let nq = qnorms[r];
+                for (s, nj) in row.iter_mut().zip(base_norms) {
+                    *s = (nq + nj - 2.0 * *s).max(0.0);
+                }
+            }
+            Space::Cosine => row.iter_mut().for_each(|s| *s = 1.0 - *s),
+            Space::Dot => row.iter_mut().for_each(|s| *s = -*s),
+        }
+    }
+}
+
+/// Plain dot products `c = a · Xᵀ` (block × n) of query vectors `a` against every
+/// row of `data`. `c` is reused: it is resized, never cleared, since the GEMM
+/// overwrites every element.
+pub fn gemm_block(data: Data<'_>, a: &[f32], c: &mut Vec<f32>) {
     let n = data.len();
     let dim = data.dim;
     let qb = a.len() / dim;
-    c.clear();
     c.resize(qb * n, 0.0);
     if n == 0 || qb == 0 {
         return;
@@ -117,18 +139,6 @@ pub fn score_block(
             n as isize,
             1,
         );
-    }
-    for (r, row) in c.chunks_exact_mut(n).enumerate() {
-        match space {
-            Space::L2 => {
-                let nq = qnorms[r];
-                for (s, nj) in row.iter_mut().zip(base_norms) {
-                    *s = (nq + nj - 2.0 * *s).max(0.0);
-                }
-            }
-            Space::Cosine => row.iter_mut().for_each(|s| *s = 1.0 - *s),
-            Space::Dot => row.iter_mut().for_each(|s| *s = -*s),
-        }
     }
 }
 

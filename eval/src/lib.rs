@@ -11,6 +11,7 @@ pub mod drift;
 pub mod knn;
 pub mod margin;
 pub mod project;
+pub mod ranked;
 pub mod retrieval;
 pub mod sample;
 pub mod stats;

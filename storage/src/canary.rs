@@ -8,7 +8,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use emberdb_eval::knn::{Exact, for_each_query};
+use emberdb_eval::knn::{Exact, Neighbor, for_each_query};
+use emberdb_eval::ranked::{Ranking, for_each_query_top};
 use emberdb_eval::{Deadline, retrieval, stats};
 
 use crate::error::{Error, Result};
@@ -113,27 +114,19 @@ fn measure(
         *class_size.entry(l).or_default() += 1;
     }
     let k_eff = k.min(snap.len() - 1);
-    let ex = Exact::new(data, snap.space);
     let all_labelled = snap.labels.iter().all(|&l| l != 0);
-    let per_query = for_each_query(data, snap.space, &rows, deadline, |q, coarse| {
+    let want = k_eff.max(2);
+    let depth_of = |q: usize| {
         let ql = snap.labels[q];
         let r = if ql == 0 { 0 } else { class_size[&ql] - 1 };
-        let want = k_eff.max(2);
-        // With every point labelled, one ranking serves both the plain top-k and MAP@R.
-        let (all, ranked) = if all_labelled {
-            let nn = ex.top_m(q, coarse, want.max(k.max(r)), |_| true);
-            let ranked: Vec<u32> = nn.iter().take(k.max(r)).map(|x| snap.labels[x.0]).collect();
-            (nn[..want.min(nn.len())].to_vec(), Some(ranked))
-        } else {
-            let nn = ex.top_m(q, coarse, want, |_| true);
-            let ranked = (ql != 0).then(|| {
-                ex.top_m(q, coarse, k.max(r), |j| snap.labels[j] != 0)
-                    .iter()
-                    .map(|x| snap.labels[x.0])
-                    .collect::<Vec<u32>>()
-            });
-            (nn, ranked)
-        };
+        (r, k.max(r))
+    };
+    // One query's figures from its exact neighbours `all` (at least `want` deep)
+    // and the labels of its ranking for MAP@R (`None` when unlabelled).
+    let summarize = |q: usize, all: &[Neighbor], ranked: Option<Vec<u32>>| {
+        let ql = snap.labels[q];
+        let (r, _) = depth_of(q);
+        let all = &all[..want.min(all.len())];
         // Relative margin (d2 − d1) / d2: two models rarely share a distance scale.
         let margin = (all.len() >= 2).then(|| {
             if all[1].1 > 0.0 {
@@ -148,7 +141,48 @@ fn measure(
         });
         let ids: Vec<u64> = all.iter().take(k_eff).map(|x| snap.ids[x.0]).collect();
         (ids, margin, labelled)
-    })
+    };
+    let per_query = if all_labelled {
+        // With every point labelled, one ranking deep enough for the largest class
+        // serves the plain top-k, the margin and MAP@R; each unordered pair of rows
+        // is scored once when the queries cover most rows.
+        let depth = rows
+            .iter()
+            .map(|&q| want.max(depth_of(q).1))
+            .max()
+            .unwrap_or(want);
+        for_each_query_top(
+            data,
+            snap.space,
+            &rows,
+            Ranking {
+                depth,
+                exact: want,
+                key: Some(&snap.labels),
+            },
+            deadline,
+            |q, nn| {
+                let ranked: Vec<u32> = nn
+                    .iter()
+                    .take(depth_of(q).1)
+                    .map(|x| snap.labels[x.0])
+                    .collect();
+                summarize(q, nn, Some(ranked))
+            },
+        )
+    } else {
+        let ex = Exact::new(data, snap.space);
+        for_each_query(data, snap.space, &rows, deadline, |q, coarse| {
+            let nn = ex.top_m(q, coarse, want, |_| true);
+            let ranked = (snap.labels[q] != 0).then(|| {
+                ex.top_m(q, coarse, depth_of(q).1, |j| snap.labels[j] != 0)
+                    .iter()
+                    .map(|x| snap.labels[x.0])
+                    .collect::<Vec<u32>>()
+            });
+            summarize(q, &nn, ranked)
+        })
+    }
     .map_err(deadline_error)?;
 
     // ANN side on the first queries of the (seeded) sample.
