@@ -394,7 +394,7 @@ async fn bench_dataset(args: &Args, d: data::Dataset) -> anyhow::Result<()> {
     }
     println!("exact SearchBatch (ground truth, both cores): {exact_batch_qps:.0} QPS");
     println!(
-        "exact search, 1 thread: {exact_qps:.1} QPS; plain scalar loop: {scalar_qps:.1} QPS; ratio {:.1}x",
+        "exact search, one query at a time: {exact_qps:.1} QPS; plain scalar loop (1 thread): {scalar_qps:.1} QPS; ratio {:.1}x",
         exact_qps / scalar_qps
     );
     Ok(())

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use crate::distance::quant::{CodeMeta, encode};
 use crate::distance::{Metric, normalize};
 
 /// Label 0 means "unlabelled".
@@ -19,6 +20,10 @@ pub struct Store {
     pub vectors: Vec<f32>,
     /// Squared norm of each slot's vector (for the blocked exact path).
     pub norms: Vec<f32>,
+    /// Slot-major int8 codes of the vectors and their summaries: the exact
+    /// scan's first pass (`distance::quant`).
+    pub codes: Vec<i8>,
+    pub code_meta: Vec<CodeMeta>,
     pub ids: Vec<u64>,
     pub seqs: Vec<u64>,
     pub labels: Vec<LabelId>,
@@ -56,6 +61,10 @@ impl Store {
         &self.vectors[slot * self.dim..(slot + 1) * self.dim]
     }
 
+    pub fn code(&self, slot: usize) -> &[i8] {
+        &self.codes[slot * self.dim..(slot + 1) * self.dim]
+    }
+
     pub fn label_id(&mut self, label: &str) -> LabelId {
         if let Some(&l) = self.label_ids.get(label) {
             return l;
@@ -78,6 +87,8 @@ impl Store {
     pub fn push_dead(&mut self, id: u64, seq: u64) {
         self.vectors.resize(self.vectors.len() + self.dim, 0.0);
         self.norms.push(0.0);
+        self.codes.resize(self.codes.len() + self.dim, 0);
+        self.code_meta.push(CodeMeta::default());
         self.ids.push(id);
         self.seqs.push(seq);
         self.labels.push(0);
@@ -95,6 +106,10 @@ impl Store {
             normalize(dst);
         }
         self.norms[slot] = emberdb_eval::knn::squared_norm(dst);
+        self.code_meta[slot] = encode(
+            &self.vectors[slot * self.dim..(slot + 1) * self.dim],
+            &mut self.codes[slot * self.dim..(slot + 1) * self.dim],
+        );
         self.ids[slot] = p.id;
         self.seqs[slot] = p.seq;
         self.labels[slot] = label;

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::ann::{AnnIndex, HnswIndex};
 use crate::codec::VersionRecord;
+use crate::distance::quant::QueryCode;
 use crate::distance::{Metric, normalize};
 use crate::error::{Error, Result};
 use crate::generation::IndexDir;
@@ -356,7 +357,10 @@ fn to_hits(store: &Store, metric: Metric, cands: Vec<Cand>) -> Vec<Hit> {
 }
 
 /// Exact top-k over a range of slots. Large ranges are split across the current
-/// rayon pool (a single query then uses every core of the pool).
+/// rayon pool (a single query then uses every core of the pool) and take two
+/// passes: int8 codes bound every slot's score, then only the slots whose lower
+/// bound reaches the k-th smallest upper bound are scored with the f32 kernel.
+/// The answer is the one scoring every slot gives (see `distance::quant`).
 fn scan(
     store: &Store,
     metric: Metric,
@@ -366,36 +370,214 @@ fn scan(
     filter: Option<&CompiledFilter<'_>>,
 ) -> Vec<Cand> {
     use rayon::prelude::*;
-    const CHUNK: usize = 8192;
-    let one = |r: std::ops::Range<usize>| {
-        let mut top = TopK::new(k);
-        for s in r {
-            if !store.live[s] || filter.is_some_and(|f| !f.matches(store, s)) {
-                continue;
+    let pass = |s: usize| store.live[s] && filter.is_none_or(|f| f.matches(store, s));
+    if range.len() <= 2 * SCAN_CHUNK {
+        return scan_plain(store, metric, q, range, k, &pass).into_sorted();
+    }
+    let qc = QueryCode::new(q);
+    let starts: Vec<usize> = range.clone().step_by(SCAN_CHUNK).collect();
+    let parts: Vec<Bounded> = starts
+        .into_par_iter()
+        .map(|s| {
+            bound_chunk(
+                store,
+                metric,
+                &qc,
+                s..(s + SCAN_CHUNK).min(range.end),
+                k,
+                &pass,
+            )
+        })
+        .collect();
+    // The k-th smallest upper bound over every chunk.
+    let mut uppers: Vec<f64> = parts.iter().flat_map(|p| p.0.iter().copied()).collect();
+    let tau = if uppers.len() >= k && k > 0 {
+        let (_, t, _) = uppers.select_nth_unstable_by(k - 1, f64::total_cmp);
+        *t
+    } else {
+        f64::INFINITY
+    };
+    let mut top = TopK::new(k);
+    for (_, cands) in &parts {
+        for &(lo, s) in cands {
+            if lo <= tau {
+                top.push(Cand(metric.score(q, store.vector(s)), store.ids[s], s));
             }
+        }
+    }
+    top.into_sorted()
+}
+
+/// Slots per parallel piece of a scan.
+const SCAN_CHUNK: usize = 8192;
+
+/// What the code pass keeps of a chunk: its k smallest upper bounds, and the
+/// (lower bound, slot) of each candidate.
+type Bounded = (Vec<f64>, Vec<(f64, usize)>);
+
+/// Every passing slot of `range` scored with the f32 kernel.
+fn scan_plain(
+    store: &Store,
+    metric: Metric,
+    q: &[f32],
+    range: std::ops::Range<usize>,
+    k: usize,
+    pass: &impl Fn(usize) -> bool,
+) -> TopK {
+    let mut top = TopK::new(k);
+    for s in range {
+        if pass(s) {
             top.push(Cand(metric.score(q, store.vector(s)), store.ids[s], s));
         }
-        top
-    };
-    if range.len() <= 2 * CHUNK {
-        return one(range).into_sorted();
     }
-    let starts: Vec<usize> = range.clone().step_by(CHUNK).collect();
-    starts
-        .into_par_iter()
-        .map(|s| one(s..(s + CHUNK).min(range.end)))
-        .reduce(
-            || TopK::new(k),
-            |mut a, b| {
-                for c in b.heap {
-                    a.push(c);
-                }
-                a
-            },
-        )
-        .into_sorted()
+    top
+}
+
+/// The code pass over one chunk: the k smallest upper bounds, and every passing
+/// slot whose lower bound was at most the k-th smallest upper bound seen so far
+/// (a superset of those under the final one).
+fn bound_chunk(
+    store: &Store,
+    metric: Metric,
+    qc: &QueryCode,
+    range: std::ops::Range<usize>,
+    k: usize,
+    pass: &impl Fn(usize) -> bool,
+) -> Bounded {
+    let mut uppers: BinaryHeap<OrdF64> = BinaryHeap::with_capacity(k + 1);
+    let mut cands = Vec::new();
+    for s in range {
+        if !pass(s) {
+            continue;
+        }
+        let (lo, hi) = qc.bounds(metric, qc.dot(store.code(s)), &store.code_meta[s]);
+        let tau = if uppers.len() < k {
+            f64::INFINITY
+        } else {
+            uppers.peek().map_or(f64::INFINITY, |t| t.0)
+        };
+        if lo <= tau {
+            cands.push((lo, s));
+            if uppers.len() < k {
+                uppers.push(OrdF64(hi));
+            } else if hi < tau {
+                uppers.pop();
+                uppers.push(OrdF64(hi));
+            }
+        }
+    }
+    (uppers.into_iter().map(|u| u.0).collect(), cands)
+}
+
+/// An f64 with a total order, for the bound heap.
+#[derive(Debug, Clone, Copy)]
+struct OrdF64(f64);
+
+impl PartialEq for OrdF64 {
+    fn eq(&self, o: &Self) -> bool {
+        self.0.total_cmp(&o.0) == CmpOrdering::Equal
+    }
+}
+impl Eq for OrdF64 {}
+impl PartialOrd for OrdF64 {
+    fn partial_cmp(&self, o: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for OrdF64 {
+    fn cmp(&self, o: &Self) -> CmpOrdering {
+        self.0.total_cmp(&o.0)
+    }
 }
 
 pub(crate) fn poisoned<T>(_: T) -> Error {
     Error::Internal("a lock was poisoned by an earlier panic".into())
+}
+
+#[cfg(test)]
+mod scan_tests {
+    use super::*;
+    use crate::store::PointRef;
+
+    /// A store of `n` points: clustered, with exact duplicates, far-from-origin
+    /// rows where int8 codes are coarse, a third of the ids overwritten and some
+    /// deleted.
+    fn store(metric: Metric, n: usize, dim: usize, offset: f32) -> Store {
+        let mut rng = emberdb_eval::sample::SplitMix(n as u64 + dim as u64);
+        let mut unit = move || (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+        let centres: Vec<Vec<f32>> = (0..20)
+            .map(|_| (0..dim).map(|_| offset + unit() * 4.0 - 2.0).collect())
+            .collect();
+        let empty = BTreeMap::new();
+        let mut st = Store::new(dim);
+        let mut seq = 0;
+        for i in 0..n as u64 {
+            let c = &centres[i as usize % centres.len()];
+            let v: Vec<f32> = if i % 97 == 5 {
+                c.clone()
+            } else {
+                c.iter().map(|x| x + (unit() - 0.5) * 0.5).collect()
+            };
+            seq += 1;
+            let label = if i % 3 == 0 { "even" } else { "odd" };
+            let p = PointRef {
+                id: i % (n as u64 * 2 / 3),
+                seq,
+                vector: &v,
+                label,
+                metadata: &empty,
+                timestamp_ms: 0,
+            };
+            st.append(metric, p);
+        }
+        for id in (0..n as u64).step_by(11) {
+            seq += 1;
+            st.delete(id, seq);
+        }
+        st
+    }
+
+    #[test]
+    fn two_pass_scan_equals_scoring_every_slot() {
+        let filter = Filter {
+            labels: vec!["odd".into()],
+            metadata: BTreeMap::new(),
+        };
+        for (dim, offset) in [(24, 0.0), (128, 0.0), (40, 30.0)] {
+            for metric in [Metric::L2, Metric::Cosine, Metric::Dot] {
+                let st = store(metric, 3 * SCAN_CHUNK + 123, dim, offset);
+                let compiled = CompiledFilter::new(&filter, &st);
+                let mut rng = emberdb_eval::sample::SplitMix(7);
+                for t in 0..12 {
+                    let mut q: Vec<f32> = st.vector(t * 977 % st.len()).to_vec();
+                    if t % 2 == 1 {
+                        q.iter_mut()
+                            .for_each(|x| *x += (rng.next_u64() % 100) as f32 / 400.0 - 0.125);
+                    }
+                    if metric == Metric::Cosine {
+                        normalize(&mut q);
+                    }
+                    for k in [1, 10, 100] {
+                        for f in [None, Some(&compiled)] {
+                            let pass = |s: usize| st.live[s] && f.is_none_or(|f| f.matches(&st, s));
+                            let want =
+                                scan_plain(&st, metric, &q, 0..st.len(), k, &pass).into_sorted();
+                            let got = scan(&st, metric, &q, 0..st.len(), k, f);
+                            assert_eq!(got.len(), k.min(want.len()));
+                            let key = |c: &[Cand]| {
+                                c.iter()
+                                    .map(|c| (c.0.to_bits(), c.1, c.2))
+                                    .collect::<Vec<_>>()
+                            };
+                            assert_eq!(
+                                key(&got),
+                                key(&want),
+                                "{metric:?} dim {dim} offset {offset} k {k}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -8,6 +8,7 @@
 mod cosine;
 mod dot;
 mod l2;
+pub mod quant;
 
 pub use cosine::{cosine_distance_normalized, normalize};
 pub use dot::neg_dot;
