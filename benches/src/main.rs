@@ -94,7 +94,7 @@ struct Row {
     inproc_recall: f64,
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut sets = Vec::new();

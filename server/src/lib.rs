@@ -26,6 +26,9 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub max_message_bytes: usize,
+    /// After the shutdown signal, how long open connections may take to finish
+    /// their requests and close before the server stops serving them anyway.
+    pub drain_timeout: std::time::Duration,
     /// Evaluation thresholds and owners (the `[eval]` table of the config file).
     pub eval: EvalConfig,
     /// Metrics settings (the `[metrics]` table).
@@ -54,6 +57,7 @@ impl ServerConfig {
         ServerConfig {
             data_dir: data_dir.into(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             eval: EvalConfig::default(),
             metrics: MetricsConfig::default(),
         }
@@ -75,6 +79,9 @@ impl ConfigFile {
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 }
+
+/// Default for [`ServerConfig::drain_timeout`].
+pub const DEFAULT_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Opens the engine, serves gRPC (and `/metrics` when a listener is given) until
 /// `shutdown` resolves, drains requests, then closes the engine: pending index
@@ -112,14 +119,37 @@ pub async fn run(
     };
 
     tracing::info!(addr = %grpc.local_addr()?, "serving gRPC");
-    let served = grpc::serve(
+    // Graceful drain waits for clients to close their connections; one that never
+    // does (idle, or stuck) must not keep the server from committing and exiting.
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = signalled_tx.send(());
+    };
+    let serve = grpc::serve(
         engine.clone(),
         grpc,
         metrics,
         config.max_message_bytes,
         shutdown,
-    )
-    .await;
+    );
+    tokio::pin!(serve);
+    let drain = config.drain_timeout;
+    let served = tokio::select! {
+        r = &mut serve => r,
+        () = async move {
+            if signalled_rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(drain).await;
+        } => {
+            tracing::warn!(
+                drain_timeout_s = drain.as_secs_f64(),
+                "connections still open after the drain timeout; closing them"
+            );
+            Ok(())
+        }
+    };
     let _ = stop_tx.send(());
     if let Some(t) = metrics_task {
         let _ = t.await;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use emberdb_server::{DEFAULT_MAX_MESSAGE_BYTES, ServerConfig};
+use emberdb_server::{DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_MESSAGE_BYTES, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -34,6 +34,10 @@ struct Args {
     /// Largest gRPC message accepted or sent, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     max_message_bytes: usize,
+    /// Seconds open connections get to finish after SIGTERM/ctrl-c before the server
+    /// closes them, commits index generations and exits.
+    #[arg(long, default_value_t = DEFAULT_DRAIN_TIMEOUT.as_secs_f64())]
+    drain_timeout_s: f64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,6 +69,8 @@ fn main() -> anyhow::Result<()> {
             let config = ServerConfig {
                 data_dir: args.data_dir,
                 max_message_bytes: args.max_message_bytes,
+                drain_timeout: std::time::Duration::try_from_secs_f64(args.drain_timeout_s)
+                    .map_err(|e| anyhow::anyhow!("--drain-timeout-s: {e}"))?,
                 eval: file.eval,
                 metrics: file.metrics,
             };

@@ -1,52 +1,13 @@
 //! Durability: SIGKILL the server while a client upserts in batches; after a
 //! restart every acknowledged point is present with its exact vector and label.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-use emberdb_client::{Client, Metric, Point};
+use common::{connect, free_port, spawn};
+use std::time::Duration;
+
+use emberdb_client::{Metric, Point};
 use rand::{Rng, SeedableRng};
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
-}
-
-fn spawn(dir: &std::path::Path, port: u16) -> Server {
-    let child = Command::new(env!("CARGO_BIN_EXE_emberdb"))
-        .args(["--data-dir", dir.to_str().expect("utf8 path")])
-        .args(["--grpc-addr", &format!("127.0.0.1:{port}")])
-        .args(["--metrics-addr", "off"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn emberdb");
-    Server(child)
-}
-
-async fn connect(port: u16) -> anyhow::Result<Client> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(mut c) = Client::connect(format!("http://127.0.0.1:{port}")).await
-            && c.list_collections().await.is_ok()
-        {
-            return Ok(c);
-        }
-        anyhow::ensure!(Instant::now() < deadline, "server did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_upserts_survive_sigkill() -> anyhow::Result<()> {
@@ -60,7 +21,7 @@ async fn acknowledged_upserts_survive_sigkill() -> anyhow::Result<()> {
 
     for round in 0..5 {
         let port = free_port();
-        let server = spawn(dir.path(), port);
+        let server = spawn(dir.path(), port, &[]);
         let mut c = connect(port).await?;
         if round == 0 {
             c.create_version("col", "v", dim, Metric::L2).await?;
@@ -122,7 +83,7 @@ async fn acknowledged_upserts_survive_sigkill() -> anyhow::Result<()> {
     }
     // Final check on a clean start, including search: every acked point finds itself.
     let port = free_port();
-    let _server = spawn(dir.path(), port);
+    let _server = spawn(dir.path(), port, &[]);
     let mut c = connect(port).await?;
     let info = c.describe("col", "v").await?;
     assert!(info.point_count >= acked.len() as u64);
