@@ -304,6 +304,8 @@ async fn bench_dataset(args: &Args, d: data::Dataset) -> anyhow::Result<()> {
         }
     }
     drop(c);
+    // Let this (single-threaded) runtime close the connection before the stop.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     // Graceful stop: the server commits the graph generation.
     Command::new("kill")
         .args(["-TERM", &pid.to_string()])

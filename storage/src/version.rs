@@ -446,24 +446,28 @@ fn bound_chunk(
 ) -> Bounded {
     let mut uppers: BinaryHeap<OrdF64> = BinaryHeap::with_capacity(k + 1);
     let mut cands = Vec::new();
+    let mut cut = qc.cut(f64::INFINITY);
     for s in range {
         if !pass(s) {
             continue;
         }
-        let (lo, hi) = qc.bounds(metric, qc.dot(store.code(s)), &store.code_meta[s]);
-        let tau = if uppers.len() < k {
-            f64::INFINITY
+        let dot = qc.dot(store.code(s));
+        let meta = &store.code_meta[s];
+        if qc.beyond(metric, dot, meta, &cut) {
+            continue;
+        }
+        let (lo, hi) = qc.bounds(metric, dot, meta);
+        cands.push((lo, s));
+        if uppers.len() < k {
+            uppers.push(OrdF64(hi));
+        } else if hi < cut.tau {
+            uppers.pop();
+            uppers.push(OrdF64(hi));
         } else {
-            uppers.peek().map_or(f64::INFINITY, |t| t.0)
-        };
-        if lo <= tau {
-            cands.push((lo, s));
-            if uppers.len() < k {
-                uppers.push(OrdF64(hi));
-            } else if hi < tau {
-                uppers.pop();
-                uppers.push(OrdF64(hi));
-            }
+            continue;
+        }
+        if uppers.len() == k {
+            cut = qc.cut(uppers.peek().map_or(f64::INFINITY, |t| t.0));
         }
     }
     (uppers.into_iter().map(|u| u.0).collect(), cands)

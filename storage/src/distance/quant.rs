@@ -29,6 +29,8 @@ pub struct CodeMeta {
     pub sq: i32,
     /// `‖x − s·c‖`, rounded up.
     pub err: f32,
+    /// `‖s·c‖`, rounded up.
+    pub norm: f32,
 }
 
 /// Codes `v` into `out` (same length) and returns its summary.
@@ -42,6 +44,7 @@ pub fn encode(v: &[f32], out: &mut [i8]) -> CodeMeta {
             scale: 0.0,
             sq: 0,
             err: round_up(err.sqrt()),
+            norm: 0.0,
         };
     }
     let scale = amax / 127.0;
@@ -58,7 +61,16 @@ pub fn encode(v: &[f32], out: &mut [i8]) -> CodeMeta {
         scale,
         sq,
         err: round_up(err.sqrt()),
+        norm: round_up(s * f64::from(sq).sqrt()),
     }
+}
+
+/// The current k-th smallest upper bound, prepared for [`QueryCode::beyond`].
+#[derive(Debug, Clone, Copy)]
+pub struct Cut {
+    pub tau: f64,
+    /// L2: `sqrt(tau / (1 − ρ))`, the distance the lower bound is compared in.
+    root: f64,
 }
 
 /// An f64 rounded up to an f32 (with room for the f64 sum's own rounding).
@@ -113,6 +125,31 @@ impl QueryCode {
         })
     }
 
+    pub fn cut(&self, tau: f64) -> Cut {
+        Cut {
+            tau,
+            root: (tau.max(0.0) / (1.0 - self.rho)).sqrt(),
+        }
+    }
+
+    /// True when `x`'s lower bound is certainly above the cut, so it cannot be in
+    /// the top k; for L2 without a square root (`lo > tau` ⟺ `est − slack > (root + e)²`).
+    #[inline]
+    pub fn beyond(&self, metric: Metric, dot: f64, x: &CodeMeta, cut: &Cut) -> bool {
+        match metric {
+            Metric::L2 => {
+                let sx = f64::from(x.scale);
+                let p = self.scale * sx * dot;
+                let (a, b) = (self.scale * self.scale * self.sq, sx * sx * f64::from(x.sq));
+                let est = a + b - 2.0 * p;
+                let slack = 1e-12 * (a + b + 2.0 * p.abs());
+                let r = cut.root + self.err + f64::from(x.err);
+                est - slack > r * r * (1.0 + 1e-12)
+            }
+            Metric::Cosine | Metric::Dot => self.bounds(metric, dot, x).0 > cut.tau,
+        }
+    }
+
     /// Lower and upper bounds of `metric.score(q, x)` (the f32 kernel's value)
     /// from the code dot product `dot = c_q · c_x` and `x`'s summary.
     #[inline]
@@ -131,7 +168,7 @@ impl QueryCode {
                 (lo * lo * (1.0 - self.rho), hi * hi * (1.0 + self.rho))
             }
             Metric::Cosine | Metric::Dot => {
-                let x_hat = sx * f64::from(x.sq).sqrt() * (1.0 + 1e-12);
+                let x_hat = f64::from(x.norm);
                 let e = self.norm * ex + self.err * x_hat;
                 // The f32 dot product's rounding, plus the f64 product's.
                 let t = self.rho * self.norm * (x_hat + ex) + 1e-12 * p.abs();
@@ -207,6 +244,13 @@ mod tests {
                             lo <= s && s <= hi,
                             "{metric:?} dim {dim}: {lo} <= {s} <= {hi}"
                         );
+                        // `beyond` says "above the cut" exactly when the lower bound is
+                        // (up to the 1e-12 it leaves for rounding).
+                        for tau in [lo * 0.999 - 1e-9, lo * 1.001 + 1e-9, f64::INFINITY] {
+                            let cut = qc.cut(tau);
+                            let beyond = qc.beyond(metric, qc.dot(&c), &m, &cut);
+                            assert_eq!(beyond, lo > tau, "{metric:?} tau {tau} lo {lo}");
+                        }
                         // Near the origin they are tight enough to prune with.
                         let norm =
                             |v: &[f32]| v.iter().map(|&a| f64::from(a).powi(2)).sum::<f64>().sqrt();
