@@ -20,6 +20,10 @@ use simsimd::SpatialSimilarity;
 
 use super::Metric;
 
+// Σ c_i² and the code dot product fit an i32 (simsimd accumulates in i32) at
+// the largest dimension we accept.
+const _: () = assert!(crate::validate::MAX_DIMENSION as i64 * 127 * 127 <= i32::MAX as i64);
+
 /// A vector's code summary (its codes live in a separate slot-major array).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CodeMeta {
