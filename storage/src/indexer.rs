@@ -188,8 +188,10 @@ fn needs_rebuild(s: &Shared, v: &Version) -> Result<bool> {
     Ok(dead as f64 > s.config.rebuild_dead_fraction * in_graph as f64)
 }
 
-/// Builds a fresh graph over the live slots below the current length, then swaps it in.
-/// Writers and searches continue meanwhile; slots appended during the build stay in the tail.
+/// Builds a fresh graph over the live slots below the current length, then swaps it
+/// in with the slot space compacted: dead slots are dropped and the rest renumbered.
+/// Writers and searches continue meanwhile; slots appended during the build stay in
+/// the tail.
 pub(crate) fn rebuild(s: &Shared, v: &Version, st: &mut IndexState) -> Result<()> {
     rebuild_with(s, v, st, false)?;
     s.stats.rebuilds_dead.fetch_add(1, Ordering::Relaxed);
@@ -211,6 +213,8 @@ pub(crate) fn rebuild_with(
         end,
         s.build_pool.clone(),
     ));
+    // The graph is built on the compacted numbering: the i-th kept slot becomes slot i.
+    let mut kept: Vec<usize> = Vec::new();
     let mut from = 0;
     while from < end {
         if v.dropped.load(Ordering::SeqCst) || s.shutdown.load(Ordering::SeqCst) {
@@ -221,7 +225,10 @@ pub(crate) fn rebuild_with(
             let store = v.store.read().map_err(poisoned)?;
             (from..to)
                 .filter(|&slot| store.live[slot])
-                .map(|slot| (slot, store.vector(slot).to_vec()))
+                .map(|slot| {
+                    kept.push(slot);
+                    (kept.len() - 1, store.vector(slot).to_vec())
+                })
                 .collect()
         };
         let refs: Vec<(usize, &[f32])> = points.iter().map(|(s, p)| (*s, p.as_slice())).collect();
@@ -232,15 +239,22 @@ pub(crate) fn rebuild_with(
         }
         from = to;
     }
-    // Swap the index first, then the watermark (searches read the watermark first).
-    let view = crate::graph_view::GraphView::export(&fresh, end);
-    *v.view.write().map_err(poisoned)? = Some(Arc::new(view));
-    *v.ann.write().map_err(poisoned)? = Some(fresh);
-    v.indexed_upto.store(end, Ordering::SeqCst);
+    let covers = kept.len();
+    let view = crate::graph_view::GraphView::export(&fresh, covers);
+    {
+        // Store, graph and watermark change together under the store's write lock;
+        // searches read all three under its read lock.
+        let mut store = v.store.write().map_err(poisoned)?;
+        let compacted = store.compacted(&kept, end);
+        *store = compacted;
+        *v.view.write().map_err(poisoned)? = Some(Arc::new(view));
+        *v.ann.write().map_err(poisoned)? = Some(fresh);
+        v.indexed_upto.store(covers, Ordering::SeqCst);
+    }
     st.mapped_generation = None;
-    st.unpersisted = end.max(1);
-    tracing::info!(collection = %v.collection, version = %v.record.name, slots = end,
-        elapsed_ms = started.elapsed().as_millis() as u64, "index rebuilt");
+    st.unpersisted = covers.max(1);
+    tracing::info!(collection = %v.collection, version = %v.record.name, slots_before = end,
+        slots = covers, elapsed_ms = started.elapsed().as_millis() as u64, "index rebuilt");
     persist(s, v, st)?;
     Ok(())
 }

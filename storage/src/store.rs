@@ -135,6 +135,51 @@ impl Store {
         slot
     }
 
+    /// A copy holding only the slots `kept` (in that order, as slots `0..kept.len()`)
+    /// followed by every slot from `tail` on, renumbered; everything else (dead
+    /// slots) is dropped. Liveness is copied as it is now, so a kept slot that died
+    /// since it was chosen stays dead. Label ids are kept.
+    pub fn compacted(&self, kept: &[usize], tail: usize) -> Store {
+        let dim = self.dim;
+        let slots = kept.iter().copied().chain(tail..self.len());
+        let n = kept.len() + self.len().saturating_sub(tail);
+        let mut out = Store {
+            dim,
+            vectors: Vec::with_capacity(n * dim),
+            norms: Vec::with_capacity(n),
+            codes: Vec::with_capacity(n * dim),
+            code_meta: Vec::with_capacity(n),
+            ids: Vec::with_capacity(n),
+            seqs: Vec::with_capacity(n),
+            labels: Vec::with_capacity(n),
+            timestamps: Vec::with_capacity(n),
+            metadata: Vec::with_capacity(n),
+            live: Vec::with_capacity(n),
+            id_to_slot: HashMap::with_capacity(self.live_count),
+            label_names: self.label_names.clone(),
+            label_ids: self.label_ids.clone(),
+            live_count: 0,
+            applied_seq: self.applied_seq,
+        };
+        for (new, old) in slots.enumerate() {
+            out.vectors.extend_from_slice(self.vector(old));
+            out.codes.extend_from_slice(self.code(old));
+            out.norms.push(self.norms[old]);
+            out.code_meta.push(self.code_meta[old]);
+            out.ids.push(self.ids[old]);
+            out.seqs.push(self.seqs[old]);
+            out.labels.push(self.labels[old]);
+            out.timestamps.push(self.timestamps[old]);
+            out.metadata.push(self.metadata[old].clone());
+            out.live.push(self.live[old]);
+            if self.live[old] {
+                out.id_to_slot.insert(self.ids[old], new);
+                out.live_count += 1;
+            }
+        }
+        out
+    }
+
     /// Marks an id deleted. Returns whether it was live.
     pub fn delete(&mut self, id: u64, seq: u64) -> bool {
         self.applied_seq = self.applied_seq.max(seq);

@@ -192,6 +192,10 @@ impl Version {
     pub fn search(&self, query: &[f32], p: SearchParams<'_>) -> Result<Vec<Hit>> {
         let q = self.prepare(query);
         let metric = self.metric();
+        // The store first: a compacting rebuild renumbers slots and swaps the store,
+        // graph and watermark together under the store's write lock, so what is read
+        // below all speaks of the same slots.
+        let store = self.store.read().map_err(poisoned)?;
         // Read the watermark before the index: a slot inserted meanwhile may then be
         // seen twice (ANN and tail), never zero times. Duplicates are removed below.
         let upto = self.indexed_upto.load(Ordering::SeqCst);
@@ -207,7 +211,6 @@ impl Version {
         };
         // With a view, the graph part is what the view covers; everything after it is scanned.
         let upto = view.as_ref().map_or(upto, |v| v.covers);
-        let store = self.store.read().map_err(poisoned)?;
         let filter = p.filter.map(|f| CompiledFilter::new(f, &store));
         let filter = filter.as_ref();
         let n = store.len();
