@@ -241,11 +241,16 @@ pub(crate) fn rebuild_with(
     }
     let covers = kept.len();
     let view = crate::graph_view::GraphView::export(&fresh, covers);
+    // Copy under the read lock (writers and searches go on), then catch up and swap
+    // under the write lock: store, graph and watermark change together, and searches
+    // read all three under the read lock.
+    let (mut compacted, copied) = {
+        let store = v.store.read().map_err(poisoned)?;
+        (store.compacted(&kept, end), store.len())
+    };
     {
-        // Store, graph and watermark change together under the store's write lock;
-        // searches read all three under its read lock.
         let mut store = v.store.write().map_err(poisoned)?;
-        let compacted = store.compacted(&kept, end);
+        store.catch_up(&mut compacted, &kept, end, copied);
         *store = compacted;
         *v.view.write().map_err(poisoned)? = Some(Arc::new(view));
         *v.ann.write().map_err(poisoned)? = Some(fresh);

@@ -137,17 +137,15 @@ impl Store {
 
     /// A copy holding only the slots `kept` (in that order, as slots `0..kept.len()`)
     /// followed by every slot from `tail` on, renumbered; everything else (dead
-    /// slots) is dropped. Liveness is copied as it is now, so a kept slot that died
-    /// since it was chosen stays dead. Label ids are kept.
+    /// slots) is dropped. Taken under the read lock; [`Store::catch_up`] then
+    /// applies, under the write lock, what changed since.
     pub fn compacted(&self, kept: &[usize], tail: usize) -> Store {
-        let dim = self.dim;
-        let slots = kept.iter().copied().chain(tail..self.len());
         let n = kept.len() + self.len().saturating_sub(tail);
         let mut out = Store {
-            dim,
-            vectors: Vec::with_capacity(n * dim),
+            dim: self.dim,
+            vectors: Vec::with_capacity(n * self.dim),
             norms: Vec::with_capacity(n),
-            codes: Vec::with_capacity(n * dim),
+            codes: Vec::with_capacity(n * self.dim),
             code_meta: Vec::with_capacity(n),
             ids: Vec::with_capacity(n),
             seqs: Vec::with_capacity(n),
@@ -161,23 +159,50 @@ impl Store {
             live_count: 0,
             applied_seq: self.applied_seq,
         };
-        for (new, old) in slots.enumerate() {
-            out.vectors.extend_from_slice(self.vector(old));
-            out.codes.extend_from_slice(self.code(old));
-            out.norms.push(self.norms[old]);
-            out.code_meta.push(self.code_meta[old]);
-            out.ids.push(self.ids[old]);
-            out.seqs.push(self.seqs[old]);
-            out.labels.push(self.labels[old]);
-            out.timestamps.push(self.timestamps[old]);
-            out.metadata.push(self.metadata[old].clone());
-            out.live.push(self.live[old]);
-            if self.live[old] {
-                out.id_to_slot.insert(self.ids[old], new);
-                out.live_count += 1;
-            }
+        for old in kept.iter().copied().chain(tail..self.len()) {
+            out.push_from(self, old);
         }
         out
+    }
+
+    /// Brings a [`Store::compacted`] copy taken when this store had `copied` slots up
+    /// to date: slots that died since die in the copy too (slots never come back to
+    /// life), slots appended since are appended, labels and the op sequence follow.
+    pub fn catch_up(&self, copy: &mut Store, kept: &[usize], tail: usize, copied: usize) {
+        for (new, old) in kept.iter().copied().chain(tail..copied).enumerate() {
+            if copy.live[new] && !self.live[old] {
+                copy.live[new] = false;
+                copy.live_count -= 1;
+                if copy.id_to_slot.get(&copy.ids[new]) == Some(&new) {
+                    copy.id_to_slot.remove(&copy.ids[new]);
+                }
+            }
+        }
+        copy.label_names = self.label_names.clone();
+        copy.label_ids = self.label_ids.clone();
+        for old in copied..self.len() {
+            copy.push_from(self, old);
+        }
+        copy.applied_seq = self.applied_seq;
+    }
+
+    /// Appends `src`'s slot `old` as the next slot, live as it is there.
+    fn push_from(&mut self, src: &Store, old: usize) {
+        let new = self.len();
+        self.vectors.extend_from_slice(src.vector(old));
+        self.codes.extend_from_slice(src.code(old));
+        self.norms.push(src.norms[old]);
+        self.code_meta.push(src.code_meta[old]);
+        self.ids.push(src.ids[old]);
+        self.seqs.push(src.seqs[old]);
+        self.labels.push(src.labels[old]);
+        self.timestamps.push(src.timestamps[old]);
+        self.metadata.push(src.metadata[old].clone());
+        self.live.push(src.live[old]);
+        if src.live[old] {
+            self.id_to_slot.insert(src.ids[old], new);
+            self.live_count += 1;
+        }
     }
 
     /// Marks an id deleted. Returns whether it was live.

@@ -309,3 +309,62 @@ fn searches_during_compacting_rebuilds_stay_consistent() -> R {
     );
     Ok(())
 }
+
+#[test]
+fn a_compacted_copy_caught_up_equals_a_copy_taken_after_the_writes() {
+    use crate::store::{PointRef, Store};
+    let empty = std::collections::BTreeMap::new();
+    let mut seq = 0;
+    let mut put = |st: &mut Store, id: u64, x: f32, label: &str| {
+        seq += 1;
+        let v = [x, -x, 0.5];
+        st.append(
+            Metric::L2,
+            PointRef {
+                id,
+                seq,
+                vector: &v,
+                label,
+                metadata: &empty,
+                timestamp_ms: seq as i64,
+            },
+        );
+    };
+    let mut st = Store::new(3);
+    for id in 0..40 {
+        put(&mut st, id, id as f32, "a");
+    }
+    for id in (0..40).step_by(4) {
+        put(&mut st, id, 100.0 + id as f32, "b"); // overwrites: old slots die
+    }
+    assert!(st.delete(1, 1000));
+    let end = st.len();
+    let kept: Vec<usize> = (0..end).filter(|&s| st.live[s]).collect();
+    put(&mut st, 50, 5.0, "c"); // appended before the copy
+    let copied = st.len();
+    let mut copy = st.compacted(&kept, end);
+
+    // Writes between the copy and the swap.
+    assert!(st.delete(2, 1001)); // a kept slot dies
+    put(&mut st, 3, -3.0, "d"); // a kept id is overwritten by a new slot
+    assert!(st.delete(50, 1002)); // a copied tail slot dies
+    put(&mut st, 60, 6.0, "new label");
+    st.catch_up(&mut copy, &kept, end, copied);
+
+    let fresh = st.compacted(&kept, end);
+    assert_eq!(copy.ids, fresh.ids);
+    assert_eq!(copy.live, fresh.live);
+    assert_eq!(copy.vectors, fresh.vectors);
+    assert_eq!(copy.codes, fresh.codes);
+    assert_eq!(copy.labels, fresh.labels);
+    assert_eq!(copy.label_names, fresh.label_names);
+    assert_eq!(copy.id_to_slot, fresh.id_to_slot);
+    assert_eq!(copy.live_count, fresh.live_count);
+    assert_eq!(copy.live_count, st.live_count);
+    assert_eq!(copy.applied_seq, st.applied_seq);
+    // Every live id maps to a slot holding it, and nothing dead is mapped.
+    for (id, &s) in &copy.id_to_slot {
+        assert!(copy.live[s] && copy.ids[s] == *id);
+    }
+    assert!(copy.len() < st.len());
+}
