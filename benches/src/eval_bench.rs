@@ -294,17 +294,7 @@ async fn approximate(
     n: usize,
 ) -> anyhow::Result<(usize, f64, f64, f64, pb::ConfusionReport)> {
     let d = data::clustered(1, n, 0, 128, 100);
-    c.create_version_with(pb::CreateVersionRequest {
-        collection: "approx".into(),
-        version: "v1".into(),
-        dimension: 128,
-        metric: Metric::L2 as i32,
-        hnsw: Some(pb::HnswParams {
-            m: 16,
-            ef_construction: 100,
-        }),
-    })
-    .await?;
+    emberdb_benches::create_l2_version(c, "approx", "v1", 128, 16, 100).await?;
     let started = Instant::now();
     let msgs = messages("approx", &d, n, 1000);
     drop(d);

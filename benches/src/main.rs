@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use emberdb_client::{Client, Metric, SearchOptions, pb};
+use emberdb_client::{Client, SearchOptions, pb};
 use emberdb_storage::{Engine, EngineConfig, SearchParams};
 use hdrhistogram::Histogram;
 
@@ -157,17 +157,8 @@ async fn bench_dataset(args: &Args, d: data::Dataset) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let (col, ver) = ("bench", "v1");
-    c.create_version_with(pb::CreateVersionRequest {
-        collection: col.into(),
-        version: ver.into(),
-        dimension: d.dim as u32,
-        metric: Metric::L2 as i32,
-        hnsw: Some(pb::HnswParams {
-            m: args.m,
-            ef_construction: args.ef_construction,
-        }),
-    })
-    .await?;
+    emberdb_benches::create_l2_version(&mut c, col, ver, d.dim, args.m, args.ef_construction)
+        .await?;
 
     // Ingest.
     let started = Instant::now();

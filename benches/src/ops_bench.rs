@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use emberdb_client::{Client, Metric, pb};
+use emberdb_client::{Client, pb};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -46,17 +46,7 @@ async fn ingest(
     d: &data::Dataset,
     shift: f32,
 ) -> anyhow::Result<()> {
-    c.create_version_with(pb::CreateVersionRequest {
-        collection: col.into(),
-        version: ver.into(),
-        dimension: d.dim as u32,
-        metric: Metric::L2 as i32,
-        hnsw: Some(pb::HnswParams {
-            m: 16,
-            ef_construction: 100,
-        }),
-    })
-    .await?;
+    emberdb_benches::create_l2_version(c, col, ver, d.dim, 16, 100).await?;
     let msgs: Vec<pb::UpsertRequest> = (0..d.train.len())
         .collect::<Vec<_>>()
         .chunks(1000)
@@ -103,6 +93,12 @@ where
     }
     times.sort_by(f64::total_cmp);
     Ok((times, last.expect("three runs")))
+}
+
+/// "median M s (runs [a, b, c])" of `three_runs`' sorted times, to two decimals.
+fn median_and_runs(times: &[f64]) -> String {
+    let runs: Vec<f64> = times.iter().map(|t| (t * 100.0).round() / 100.0).collect();
+    format!("median {:.2} s (runs {runs:?})", times[times.len() / 2])
 }
 
 /// Closed-loop search load from `clients` connections for `secs`; returns (p50, p99, QPS).
@@ -179,13 +175,9 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?;
         println!(
-            "drift: 2 x {} x 128: median {:.2} s (runs {:?}); score {:.3} drifted {} ks_share {:.3} mmd2 {:.5} primary {:?}",
+            "drift: 2 x {} x 128: {}; score {:.3} drifted {} ks_share {:.3} mmd2 {:.5} primary {:?}",
             args.drift_n,
-            times[1],
-            times
-                .iter()
-                .map(|t| (t * 100.0).round() / 100.0)
-                .collect::<Vec<_>>(),
+            median_and_runs(&times),
             r.drift_score,
             r.drifted,
             r.ks_drifted_share,
@@ -221,13 +213,9 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?;
         println!(
-            "canary: {} shared ids x 128: median {:.2} s (runs {:?}); verdict {:?} p@1 {:.4} -> {:.4} recall {:.3} overlap {:.3}",
+            "canary: {} shared ids x 128: {}; verdict {:?} p@1 {:.4} -> {:.4} recall {:.3} overlap {:.3}",
             r.shared_ids,
-            times[1],
-            times
-                .iter()
-                .map(|t| (t * 100.0).round() / 100.0)
-                .collect::<Vec<_>>(),
+            median_and_runs(&times),
             r.verdict(),
             r.baseline.as_ref().map_or(0.0, |b| b.precision_at_1),
             r.candidate.as_ref().map_or(0.0, |b| b.precision_at_1),

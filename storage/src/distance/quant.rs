@@ -142,11 +142,7 @@ impl QueryCode {
     pub fn beyond(&self, metric: Metric, dot: f64, x: &CodeMeta, cut: &Cut) -> bool {
         match metric {
             Metric::L2 => {
-                let sx = f64::from(x.scale);
-                let p = self.scale * sx * dot;
-                let (a, b) = (self.scale * self.scale * self.sq, sx * sx * f64::from(x.sq));
-                let est = a + b - 2.0 * p;
-                let slack = 1e-12 * (a + b + 2.0 * p.abs());
+                let (est, slack) = self.l2_estimate(dot, x);
                 let r = cut.root + self.err + f64::from(x.err);
                 est - slack > r * r * (1.0 + 1e-12)
             }
@@ -154,24 +150,30 @@ impl QueryCode {
         }
     }
 
+    /// `‖q̂ − x̂‖²` from the code dot product, and the f64 rounding room around it.
+    #[inline]
+    fn l2_estimate(&self, dot: f64, x: &CodeMeta) -> (f64, f64) {
+        let sx = f64::from(x.scale);
+        let p = self.scale * sx * dot;
+        let (a, b) = (self.scale * self.scale * self.sq, sx * sx * f64::from(x.sq));
+        (a + b - 2.0 * p, 1e-12 * (a + b + 2.0 * p.abs()))
+    }
+
     /// Lower and upper bounds of `metric.score(q, x)` (the f32 kernel's value)
     /// from the code dot product `dot = c_q · c_x` and `x`'s summary.
     #[inline]
     pub fn bounds(&self, metric: Metric, dot: f64, x: &CodeMeta) -> (f64, f64) {
-        let sx = f64::from(x.scale);
-        let p = self.scale * sx * dot;
         let ex = f64::from(x.err);
         match metric {
             Metric::L2 => {
-                let (a, b) = (self.scale * self.scale * self.sq, sx * sx * f64::from(x.sq));
-                let est = a + b - 2.0 * p;
-                let slack = 1e-12 * (a + b + 2.0 * p.abs());
+                let (est, slack) = self.l2_estimate(dot, x);
                 let e = self.err + ex;
                 let lo = ((est - slack).max(0.0).sqrt() - e).max(0.0);
                 let hi = (est + slack).max(0.0).sqrt() + e;
                 (lo * lo * (1.0 - self.rho), hi * hi * (1.0 + self.rho))
             }
             Metric::Cosine | Metric::Dot => {
+                let p = self.scale * f64::from(x.scale) * dot;
                 let x_hat = f64::from(x.norm);
                 let e = self.norm * ex + self.err * x_hat;
                 // The f32 dot product's rounding, plus the f64 product's.
