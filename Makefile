@@ -18,8 +18,10 @@ build: setup
 run: setup
 	$(CARGO) run --release -p emberdb-server --bin emberdb -- --data-dir $(DATA_DIR)
 
-## Run the whole test suite (installs the Python venv and Chromium the tests use).
+## Run the whole test suite. Fail-fast order: build prerequisites, then the build itself, and only
+## then what the tests alone need (Python venv, Chromium, Prometheus).
 test: setup
+	$(CARGO) test --release --workspace --no-run
 	@bash scripts/setup-test.sh
 	$(CARGO) test --release --workspace --no-fail-fast
 
