@@ -5,6 +5,7 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/emberdb/target
 CARGO ?= cargo
 DATA_DIR ?= ./data
+VENV ?= $(HOME)/.cache/emberdb/venv
 
 .PHONY: setup run build test lint bench clean-data
 
@@ -19,11 +20,16 @@ run: setup
 	$(CARGO) run --release -p emberdb-server --bin emberdb -- --data-dir $(DATA_DIR)
 
 ## Run the whole test suite. Fail-fast order: build prerequisites, then the build itself, and only
-## then what the tests alone need (Python venv, Chromium, Prometheus).
+## then what the tests alone need (Python venv, Chromium, Prometheus, Fashion-MNIST). The Rust tests
+## run first, then the Python client's (pytest, against the real `emberdb` binary).
 test: setup
 	$(CARGO) test --release --workspace --no-run
-	@bash scripts/setup-test.sh
-	$(CARGO) test --release --workspace --no-fail-fast
+	@EMBERDB_VENV=$(VENV) bash scripts/setup-test.sh
+	@$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --force-reinstall ./client/python
+	@rc=0; \
+	$(CARGO) test --release --workspace --no-fail-fast || rc=1; \
+	EMBERDB_BIN=$(CARGO_TARGET_DIR)/release/emberdb $(VENV)/bin/python -m pytest -q -p no:cacheprovider client/python/tests || rc=1; \
+	exit $$rc
 
 lint: setup
 	$(CARGO) fmt --all -- --check

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond the build, only when missing:
-# - a Python venv under $HOME/.cache/emberdb with numpy and scikit-learn (the
-#   evaluation cross-check against the seed analysis);
+# - a Python venv under $HOME/.cache/emberdb with numpy and scikit-learn (the evaluation
+#   cross-check against the seed analysis) and what the Python client and its tests use (grpcio,
+#   protobuf, pandas, tqdm, pytest; grpcio-tools, pinned, for the stale-stubs check);
+# - Debian's dataset-fashion-mnist (the Python client's rollout example test and the benches);
 # - Chromium (the `ember report` rendering test);
 # - Prometheus and promtool (the scrape test, `promtool check metrics|rules`, `promtool test rules`).
 set -euo pipefail
@@ -13,10 +15,16 @@ apt_install() {
 }
 
 VENV="${EMBERDB_VENV:-$HOME/.cache/emberdb/venv}"
-if ! "$VENV/bin/python" -c 'import numpy, sklearn' >/dev/null 2>&1; then
-    echo "setup: creating $VENV with numpy and scikit-learn"
-    python3 -m venv "$VENV" >/dev/null 2>&1 || { apt_install python3-venv; python3 -m venv "$VENV"; }
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check numpy scikit-learn
+PY_PACKAGES=(numpy scikit-learn grpcio protobuf pandas tqdm pytest "grpcio-tools>=1.85,<1.86")
+if ! "$VENV/bin/python" -c 'import numpy, sklearn, grpc, google.protobuf, pandas, tqdm, pytest, grpc_tools' >/dev/null 2>&1; then
+    echo "setup: preparing $VENV (${PY_PACKAGES[*]})"
+    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV" >/dev/null 2>&1 || { apt_install python3-venv; python3 -m venv "$VENV"; }
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
+fi
+
+if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+    echo "setup: installing dataset-fashion-mnist"
+    apt_install dataset-fashion-mnist
 fi
 
 if ! command -v chromium >/dev/null 2>&1; then
