@@ -21,18 +21,70 @@ use pb::evaluation_client::EvaluationClient;
 use pb::operations_client::OperationsClient;
 use pb::points_client::PointsClient;
 use tonic::Status;
-use tonic::transport::Channel;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 /// Largest message the client sends or accepts by default.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// The channel every typed client sends on, with the API key attached to each request.
+type Authed = InterceptedService<Channel, ApiKey>;
+
 /// A connection to one EmberDB server. Cheap to clone (one HTTP/2 channel).
 #[derive(Debug, Clone)]
 pub struct Client {
-    collections: CollectionsClient<Channel>,
-    points: PointsClient<Channel>,
-    evaluation: EvaluationClient<Channel>,
-    operations: OperationsClient<Channel>,
+    collections: CollectionsClient<Authed>,
+    points: PointsClient<Authed>,
+    evaluation: EvaluationClient<Authed>,
+    operations: OperationsClient<Authed>,
+}
+
+/// Adds `authorization: Bearer <key>` to every request when a key is set.
+#[derive(Clone, Default)]
+pub struct ApiKey(Option<MetadataValue<Ascii>>);
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.write_str(if self.0.is_some() {
+            "ApiKey(set)"
+        } else {
+            "ApiKey(none)"
+        })
+    }
+}
+
+impl Interceptor for ApiKey {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// How to reach a server beyond its address: an API key and TLS settings (PEM contents).
+#[derive(Clone, Default)]
+pub struct ConnectOptions {
+    /// Sent as `authorization: Bearer <key>`.
+    pub api_key: Option<String>,
+    /// CA that signed the server's certificate (an `https://` address without it uses the
+    /// platform's roots where available).
+    pub tls_ca_pem: Option<Vec<u8>>,
+    /// Client certificate and key, for servers that require mutual TLS.
+    pub tls_identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .field("tls_ca", &self.tls_ca_pem.is_some())
+            .field("tls_identity", &self.tls_identity.is_some())
+            .finish()
+    }
 }
 
 /// Search options beyond the query and k.
@@ -47,26 +99,67 @@ pub struct SearchOptions {
 impl Client {
     /// Connects to `addr`, e.g. `http://127.0.0.1:50051`.
     pub async fn connect(addr: impl Into<String>) -> Result<Self, ConnectError> {
-        let addr = addr.into();
-        let channel = Channel::from_shared(addr.clone())
-            .map_err(|e| ConnectError::InvalidAddress(format!("{addr}: {e}")))?
-            .connect()
-            .await?;
-        Ok(Self::from_channel(channel, DEFAULT_MAX_MESSAGE_BYTES))
+        Self::connect_with(addr, ConnectOptions::default()).await
+    }
+
+    /// Connects with an API key and/or TLS. An `https://` address uses TLS; so does any
+    /// address when a CA or client identity is given.
+    pub async fn connect_with(
+        addr: impl Into<String>,
+        opts: ConnectOptions,
+    ) -> Result<Self, ConnectError> {
+        let mut addr = addr.into();
+        let tls = addr.starts_with("https://")
+            || opts.tls_ca_pem.is_some()
+            || opts.tls_identity.is_some();
+        if tls && addr.starts_with("http://") {
+            addr = format!("https://{}", &addr["http://".len()..]);
+        }
+        let mut endpoint = Channel::from_shared(addr.clone())
+            .map_err(|e| ConnectError::InvalidAddress(format!("{addr}: {e}")))?;
+        if tls {
+            let mut cfg = ClientTlsConfig::new();
+            if let Some(ca) = &opts.tls_ca_pem {
+                cfg = cfg.ca_certificate(Certificate::from_pem(ca));
+            }
+            if let Some((cert, key)) = &opts.tls_identity {
+                cfg = cfg.identity(Identity::from_pem(cert, key));
+            }
+            endpoint = endpoint.tls_config(cfg)?;
+        }
+        let key = match &opts.api_key {
+            None => None,
+            Some(k) => Some(
+                format!("Bearer {k}")
+                    .parse::<MetadataValue<Ascii>>()
+                    .map_err(|_| ConnectError::InvalidApiKey)?,
+            ),
+        };
+        let channel = endpoint.connect().await?;
+        Ok(Self::with_key(
+            channel,
+            DEFAULT_MAX_MESSAGE_BYTES,
+            ApiKey(key),
+        ))
     }
 
     pub fn from_channel(channel: Channel, max_message_bytes: usize) -> Self {
+        Self::with_key(channel, max_message_bytes, ApiKey::default())
+    }
+
+    fn with_key(channel: Channel, max_message_bytes: usize, key: ApiKey) -> Self {
+        let authed = InterceptedService::new(channel, key);
         Client {
-            collections: CollectionsClient::new(channel.clone())
+            collections: CollectionsClient::new(authed.clone())
                 .max_decoding_message_size(max_message_bytes)
                 .max_encoding_message_size(max_message_bytes),
-            points: PointsClient::new(channel.clone())
+            points: PointsClient::new(authed.clone())
                 .max_decoding_message_size(max_message_bytes)
                 .max_encoding_message_size(max_message_bytes),
-            evaluation: EvaluationClient::new(channel.clone())
+            evaluation: EvaluationClient::new(authed.clone())
                 .max_decoding_message_size(max_message_bytes)
                 .max_encoding_message_size(max_message_bytes),
-            operations: OperationsClient::new(channel)
+            operations: OperationsClient::new(authed)
                 .max_decoding_message_size(max_message_bytes)
                 .max_encoding_message_size(max_message_bytes),
         }
@@ -450,6 +543,8 @@ impl Client {
 pub enum ConnectError {
     #[error("invalid server address {0}")]
     InvalidAddress(String),
+    #[error("the API key must be printable ASCII")]
+    InvalidApiKey,
     #[error(transparent)]
     Transport(#[from] tonic::transport::Error),
 }

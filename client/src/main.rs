@@ -20,8 +20,46 @@ struct Cli {
         default_value = "http://127.0.0.1:50051"
     )]
     addr: String,
+    /// API key, sent as `authorization: Bearer <key>`.
+    #[arg(long, global = true, env = "EMBERDB_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// CA certificate (PEM) that signed the server's; implies TLS.
+    #[arg(long, global = true, env = "EMBERDB_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM), for servers that require mutual TLS; needs --tls-key.
+    #[arg(long, global = true, env = "EMBERDB_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM).
+    #[arg(long, global = true, env = "EMBERDB_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+fn read_file(flag: &str, p: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(p).with_context(|| format!("{flag} {}", p.display()))
+}
+
+/// A new random API key (32 bytes from the OS RNG, base64url) and the config lines that admit it.
+fn keygen(name: &str, role: &str) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let mut raw = [0u8; 32];
+    getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("OS random number generator: {e}"))?;
+    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    let hash: String = sha2::Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    println!("key: {key}");
+    println!();
+    println!("# Give the key to the client (EMBERDB_API_KEY or --api-key); put these lines in the");
+    println!("# server's --config file. The key itself is not stored anywhere.");
+    println!("[[auth.keys]]");
+    println!("name = {name:?}");
+    println!("sha256 = \"{hash}\"");
+    println!("role = {role:?}");
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -40,6 +78,15 @@ enum Format {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Print a new random API key and its `[[auth.keys]]` config lines (no server needed).
+    Keygen {
+        /// The key's name in logs and audit lines.
+        #[arg(long, default_value = "my-key")]
+        name: String,
+        /// Its role.
+        #[arg(long, default_value = "reader", value_parser = ["reader", "writer", "admin"])]
+        role: String,
+    },
     /// Create a version (and its collection when new).
     Create {
         collection: String,
@@ -227,10 +274,26 @@ enum EvalCmd {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let mut c = Client::connect(cli.addr.clone())
+    if let Cmd::Keygen { name, role } = &cli.cmd {
+        return keygen(name, role);
+    }
+    let opts = emberdb_client::ConnectOptions {
+        api_key: cli.api_key.clone(),
+        tls_ca_pem: cli
+            .tls_ca
+            .as_deref()
+            .map(|p| read_file("--tls-ca", p))
+            .transpose()?,
+        tls_identity: match (&cli.tls_cert, &cli.tls_key) {
+            (Some(c), Some(k)) => Some((read_file("--tls-cert", c)?, read_file("--tls-key", k)?)),
+            _ => None,
+        },
+    };
+    let mut c = Client::connect_with(cli.addr.clone(), opts)
         .await
         .with_context(|| format!("connecting to {}", cli.addr))?;
     match cli.cmd {
+        Cmd::Keygen { name, role } => keygen(&name, &role)?,
         Cmd::Create {
             collection,
             version,

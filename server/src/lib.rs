@@ -4,6 +4,7 @@
 //! **Architecture invariant:** this is the only crate that sees both the proto
 //! types and the storage engine; business logic lives in `emberdb-storage`.
 
+pub mod auth;
 pub mod error;
 pub mod grpc;
 pub mod metrics;
@@ -33,6 +34,58 @@ pub struct ServerConfig {
     pub eval: EvalConfig,
     /// Metrics settings (the `[metrics]` table).
     pub metrics: MetricsConfig,
+    /// API keys (the `[auth]` table); empty means access control is off.
+    pub keys: Arc<auth::Keyring>,
+    /// Serve gRPC over TLS (`--tls-cert`, `--tls-key`, `--tls-client-ca`).
+    pub tls: Option<TlsFiles>,
+    /// Concurrency and memory limits of evaluations (the `[limits]` table).
+    pub limits: LimitsConfig,
+}
+
+/// PEM contents of the server's TLS identity and, for mutual TLS, the CA that signs client
+/// certificates.
+#[derive(Clone)]
+pub struct TlsFiles {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the private key.
+        f.debug_struct("TlsFiles")
+            .field("mutual", &self.client_ca_pem.is_some())
+            .finish()
+    }
+}
+
+/// MemTotal from /proc/meminfo (None where it cannot be read).
+fn total_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The `[limits]` table of the config file.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Evaluation and operation RPCs running at once; more get RESOURCE_EXHAUSTED. Default: cores.
+    pub max_concurrent_evaluations: usize,
+    /// Exact leave-one-out evaluations (Margin, Confusion, Actions) whose estimated working memory
+    /// exceeds this are refused with FAILED_PRECONDITION. Default: half the machine's memory.
+    pub evaluation_memory_bytes: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_concurrent_evaluations: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            evaluation_memory_bytes: total_memory_bytes().map_or(8 << 30, |m| m / 2),
+        }
+    }
 }
 
 /// The `[metrics]` table of the config file.
@@ -60,6 +113,9 @@ impl ServerConfig {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             eval: EvalConfig::default(),
             metrics: MetricsConfig::default(),
+            keys: Arc::new(auth::Keyring::default()),
+            tls: None,
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -70,6 +126,8 @@ impl ServerConfig {
 pub struct ConfigFile {
     pub eval: EvalConfig,
     pub metrics: MetricsConfig,
+    pub auth: auth::AuthConfig,
+    pub limits: LimitsConfig,
 }
 
 impl ConfigFile {
@@ -92,8 +150,12 @@ pub async fn run(
     metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    if config.limits.max_concurrent_evaluations == 0 {
+        anyhow::bail!("[limits] max_concurrent_evaluations must be at least 1");
+    }
     let mut engine_config = EngineConfig::new(config.data_dir.clone());
     engine_config.eval = config.eval.clone();
+    engine_config.eval.exact_memory_bytes = Some(config.limits.evaluation_memory_bytes);
     let engine = tokio::task::spawn_blocking(move || Engine::open(engine_config)).await??;
     let engine = Arc::new(engine);
     let metrics = metrics::Metrics::with_max_series(config.metrics.max_series)?;
@@ -105,8 +167,9 @@ pub async fn run(
         let refresh: Arc<dyn Fn() + Send + Sync> = Arc::new(move || refresh_gauges(&m, &e));
         let mut rx = stop_tx.subscribe();
         let m = metrics.clone();
+        let keys = config.keys.clone();
         tokio::spawn(async move {
-            metrics::serve(l, m, refresh, async move {
+            metrics::serve(l, m, keys, refresh, async move {
                 let _ = rx.recv().await;
             })
             .await
@@ -130,7 +193,12 @@ pub async fn run(
         engine.clone(),
         grpc,
         metrics,
-        config.max_message_bytes,
+        grpc::ServeOptions {
+            max_message_bytes: config.max_message_bytes,
+            keys: config.keys.clone(),
+            tls: config.tls.clone(),
+            max_concurrent_evaluations: config.limits.max_concurrent_evaluations,
+        },
         shutdown,
     );
     tokio::pin!(serve);

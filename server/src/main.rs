@@ -38,6 +38,23 @@ struct Args {
     /// closes them, commits index generations and exits.
     #[arg(long, default_value_t = DEFAULT_DRAIN_TIMEOUT.as_secs_f64())]
     drain_timeout_s: f64,
+    /// Serve gRPC over TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "EMBERDB_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM).
+    #[arg(long, env = "EMBERDB_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM): mutual TLS. Needs --tls-cert.
+    #[arg(long, env = "EMBERDB_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Serve without API keys on a non-loopback address (refused by default: anyone who can
+    /// reach the port could read and drop every collection).
+    #[arg(long)]
+    insecure_no_auth: bool,
+}
+
+fn read_pem(flag: &str, path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| anyhow::anyhow!("{flag} {}: {e}", path.display()))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -66,6 +83,33 @@ fn main() -> anyhow::Result<()> {
                 Some(p) => emberdb_server::ConfigFile::load(p)?,
                 None => emberdb_server::ConfigFile::default(),
             };
+            let keys = emberdb_server::auth::Keyring::from_config(&file.auth)
+                .map_err(|e| anyhow::anyhow!("config: {e}"))?;
+            let local = grpc.local_addr()?;
+            if !keys.enabled() && !local.ip().is_loopback() && !args.insecure_no_auth {
+                anyhow::bail!(
+                    "refusing to serve gRPC on {local} without API keys: anyone who can reach it could \
+                     read and drop every collection. Add [[auth.keys]] to the --config file \
+                     (`ember keygen` makes one), listen on 127.0.0.1, or pass --insecure-no-auth"
+                );
+            }
+            if keys.enabled() {
+                tracing::info!("access control on: API keys required");
+            } else {
+                tracing::warn!(addr = %local, "access control off: no [[auth.keys]] configured");
+            }
+            let tls = match (&args.tls_cert, &args.tls_key) {
+                (Some(cert), Some(key)) => Some(emberdb_server::TlsFiles {
+                    cert_pem: read_pem("--tls-cert", cert)?,
+                    key_pem: read_pem("--tls-key", key)?,
+                    client_ca_pem: args
+                        .tls_client_ca
+                        .as_deref()
+                        .map(|p| read_pem("--tls-client-ca", p))
+                        .transpose()?,
+                }),
+                _ => None,
+            };
             let config = ServerConfig {
                 data_dir: args.data_dir,
                 max_message_bytes: args.max_message_bytes,
@@ -73,6 +117,9 @@ fn main() -> anyhow::Result<()> {
                     .map_err(|e| anyhow::anyhow!("--drain-timeout-s: {e}"))?,
                 eval: file.eval,
                 metrics: file.metrics,
+                keys: std::sync::Arc::new(keys),
+                tls,
+                limits: file.limits,
             };
             emberdb_server::run(config, grpc, metrics, shutdown_signal()).await
         })

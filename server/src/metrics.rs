@@ -348,6 +348,7 @@ where
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
+    keys: Arc<crate::auth::Keyring>,
     refresh: Arc<dyn Fn() + Send + Sync>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -360,25 +361,39 @@ pub async fn serve(
         let Ok((stream, _)) = conn else { continue };
         let metrics = metrics.clone();
         let refresh = refresh.clone();
+        let keys = keys.clone();
         tokio::spawn(async move {
-            let svc =
-                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let svc = hyper::service::service_fn(
+                move |req: hyper::Request<hyper::body::Incoming>| {
                     let metrics = metrics.clone();
                     let refresh = refresh.clone();
+                    let allowed = keys.metrics_allowed(
+                        req.headers()
+                            .get(hyper::header::AUTHORIZATION)
+                            .map(|v| v.as_bytes()),
+                    );
                     async move {
-                        let resp = if req.uri().path() == "/metrics" {
+                        let resp = if req.uri().path() != "/metrics" {
+                            hyper::Response::builder()
+                                .status(404)
+                                .body(Full::new(Bytes::from_static(b"not found\n")))
+                        } else if !allowed {
+                            hyper::Response::builder()
+                                .status(401)
+                                .header("www-authenticate", "Bearer")
+                                .body(Full::new(Bytes::from_static(
+                                    b"/metrics needs `authorization: Bearer <key>` ([auth] metrics_key_sha256)\n",
+                                )))
+                        } else {
                             refresh();
                             hyper::Response::builder()
                                 .header("content-type", "text/plain; version=0.0.4")
                                 .body(Full::new(Bytes::from(metrics.render())))
-                        } else {
-                            hyper::Response::builder()
-                                .status(404)
-                                .body(Full::new(Bytes::from_static(b"not found\n")))
                         };
                         Ok::<_, Infallible>(resp.unwrap_or_default())
                     }
-                });
+                },
+            );
             let io = hyper_util::rt::TokioIo::new(stream);
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(io, svc)

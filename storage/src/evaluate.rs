@@ -24,6 +24,11 @@ use crate::version::{Filter, SearchParams, Version, poisoned};
 pub struct EvalConfig {
     /// Versions with at most this many points are evaluated exactly in AUTO mode.
     pub exact_max_points: usize,
+    /// Exact leave-one-out evaluations whose estimated working memory
+    /// ([`exact_loo_bytes`]) exceeds this are refused (the server's `[limits]
+    /// evaluation_memory_bytes`; not part of `[eval]`). None: no limit.
+    #[serde(skip)]
+    pub exact_memory_bytes: Option<u64>,
     /// Default margin threshold ("low" means strictly below).
     pub margin_threshold: f64,
     /// Errors are "concentrated" when the top three pairs hold at least this share.
@@ -80,6 +85,7 @@ impl Default for EvalConfig {
     fn default() -> Self {
         EvalConfig {
             exact_max_points: 250_000,
+            exact_memory_bytes: None,
             margin_threshold: 0.05,
             concentration_threshold: 0.5,
             intra_class_factor: 1.5,
@@ -226,6 +232,14 @@ pub(crate) fn deadline_error(e: EvalError) -> Error {
 }
 
 pub(crate) use emberdb_eval::sample::rows as sample_rows;
+
+/// Estimated peak working memory of an exact leave-one-out pass over `n` points of `dim`
+/// dimensions: two f32 copies of the vectors (the snapshot and its labelled rows), the neighbour
+/// lists and row bookkeeping (96 bytes a row), and 32 MiB of GEMM tiles and per-thread buffers.
+pub fn exact_loo_bytes(n: usize, dim: usize) -> u64 {
+    let n = n as u64;
+    2 * n * dim as u64 * 4 + n * 96 + (32 << 20)
+}
 
 pub(crate) fn resolve_mode(
     req: ModeRequest,
@@ -757,6 +771,24 @@ struct Loo {
 /// Shared set-up of margin, confusion and actions: the labelled snapshot and its
 /// leave-one-out neighbours (two per row gives both 1-NN and margin).
 fn loo(v: &Version, cfg: &EvalConfig, mode: ModeRequest, deadline: &Deadline) -> Result<Loo> {
+    // Refuse before the snapshot is copied: the live count bounds the labelled rows.
+    if let Some(limit) = cfg.exact_memory_bytes {
+        let (live, _) = v.counts()?;
+        let n = usize::try_from(live).unwrap_or(usize::MAX);
+        if resolve_mode(mode, n, cfg, v)? == Mode::Exact {
+            let need = exact_loo_bytes(n, v.dim());
+            if need > limit {
+                return Err(Error::FailedPrecondition(format!(
+                    "an exact evaluation of {n} points x {} dimensions needs about {} MiB of working \
+                     memory, over the server's limit of {} MiB ([limits] evaluation_memory_bytes); \
+                     use mode = approximate",
+                    v.dim(),
+                    need.div_ceil(1 << 20),
+                    limit / (1 << 20)
+                )));
+            }
+        }
+    }
     let snap = Snapshot::take(v)?.labelled();
     if snap.len() < 3 {
         return Err(Error::FailedPrecondition(

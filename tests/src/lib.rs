@@ -38,13 +38,30 @@ impl TestServer {
 
     /// A server on an existing data dir (for restarts).
     pub async fn start_in(dir: &Path, max_message_bytes: usize) -> anyhow::Result<Self> {
+        let mut config = emberdb_server::ServerConfig::new(dir);
+        config.max_message_bytes = max_message_bytes;
+        Self::start_config(config).await
+    }
+
+    /// A server on a fresh temp data dir, configured by `f` (keys, TLS, limits, ...).
+    pub async fn start_with(
+        f: impl FnOnce(&mut emberdb_server::ServerConfig),
+    ) -> anyhow::Result<Self> {
+        let tmp = tempfile::tempdir()?;
+        let mut config = emberdb_server::ServerConfig::new(tmp.path());
+        f(&mut config);
+        let mut s = Self::start_config(config).await?;
+        s.tmp = Some(tmp);
+        Ok(s)
+    }
+
+    async fn start_config(config: emberdb_server::ServerConfig) -> anyhow::Result<Self> {
+        let dir = config.data_dir.clone();
         let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = grpc.local_addr()?;
         let metrics_addr = metrics.local_addr()?;
         let (tx, rx) = oneshot::channel::<()>();
-        let mut config = emberdb_server::ServerConfig::new(dir);
-        config.max_message_bytes = max_message_bytes;
         let handle = tokio::spawn(emberdb_server::run(
             config,
             grpc,
@@ -56,7 +73,7 @@ impl TestServer {
         Ok(TestServer {
             addr,
             metrics_addr,
-            data_dir: dir.to_path_buf(),
+            data_dir: dir,
             shutdown: Some(tx),
             handle: Some(handle),
             tmp: None,
@@ -64,11 +81,25 @@ impl TestServer {
     }
 
     pub async fn client(&self) -> anyhow::Result<Client> {
+        self.client_with(emberdb_client::ConnectOptions::default())
+            .await
+    }
+
+    /// A client with an API key and/or TLS settings, once the server answers it.
+    pub async fn client_with(
+        &self,
+        opts: emberdb_client::ConnectOptions,
+    ) -> anyhow::Result<Client> {
         // The listener is bound before run() starts, so connecting cannot race the bind;
         // the first RPC waits until the engine has opened.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let scheme = if opts.tls_ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         loop {
-            match Client::connect(format!("http://{}", self.addr)).await {
+            match Client::connect_with(format!("{scheme}://{}", self.addr), opts.clone()).await {
                 Ok(mut c) => match c.list_collections().await {
                     Ok(_) => return Ok(c),
                     Err(e) if std::time::Instant::now() < deadline => {

@@ -11,14 +11,30 @@ use tonic::Status;
 pub struct Blocking {
     pub engine: Arc<Engine>,
     permits: Semaphore,
+    /// Evaluation and operation RPCs running at once (`[limits] max_concurrent_evaluations`):
+    /// past it, callers get RESOURCE_EXHAUSTED instead of queueing without bound.
+    evals: Semaphore,
+    max_evals: usize,
 }
 
 impl Blocking {
-    pub fn new(engine: Arc<Engine>, max_concurrent: usize) -> Self {
+    pub fn new(engine: Arc<Engine>, max_concurrent: usize, max_evaluations: usize) -> Self {
         Blocking {
             engine,
             permits: Semaphore::new(max_concurrent),
+            evals: Semaphore::new(max_evaluations),
+            max_evals: max_evaluations,
         }
+    }
+
+    /// A slot for one evaluation or operation RPC, held until the returned permit drops.
+    pub fn eval_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Status> {
+        self.evals.try_acquire().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{} evaluations are already running (limit: [limits] max_concurrent_evaluations); retry later",
+                self.max_evals
+            ))
+        })
     }
 
     /// Runs a short, CPU-bound engine call (an ANN search: no I/O, bounded by

@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::blocking::Blocking;
 use super::convert;
+use crate::auth::{self, Role};
 
 pub struct EvaluationService {
     pub blocking: Arc<Blocking>,
@@ -39,6 +40,8 @@ impl Evaluation for EvaluationService {
         req: Request<pb::RecallRequest>,
     ) -> Result<Response<pb::RecallReport>, Status> {
         let deadline = deadline(&req);
+        auth::check(&req, Role::Reader, &req.get_ref().collection)?;
+        let _permit = self.blocking.eval_permit()?;
         let pb::RecallRequest {
             collection,
             version,
@@ -65,6 +68,8 @@ impl Evaluation for EvaluationService {
         req: Request<pb::MarginRequest>,
     ) -> Result<Response<pb::MarginReport>, Status> {
         let deadline = deadline(&req);
+        auth::check(&req, Role::Reader, &req.get_ref().collection)?;
+        let _permit = self.blocking.eval_permit()?;
         let pb::MarginRequest {
             collection,
             version,
@@ -85,6 +90,8 @@ impl Evaluation for EvaluationService {
         req: Request<pb::ConfusionRequest>,
     ) -> Result<Response<pb::ConfusionReport>, Status> {
         let deadline = deadline(&req);
+        auth::check(&req, Role::Reader, &req.get_ref().collection)?;
+        let _permit = self.blocking.eval_permit()?;
         let pb::ConfusionRequest {
             collection,
             version,
@@ -104,6 +111,8 @@ impl Evaluation for EvaluationService {
         req: Request<pb::ActionsRequest>,
     ) -> Result<Response<pb::ActionsReport>, Status> {
         let deadline = deadline(&req);
+        auth::check(&req, Role::Reader, &req.get_ref().collection)?;
+        let _permit = self.blocking.eval_permit()?;
         let pb::ActionsRequest {
             collection,
             version,
@@ -135,6 +144,8 @@ impl Evaluation for EvaluationService {
         &self,
         req: Request<pb::ProjectRequest>,
     ) -> Result<Response<pb::ProjectReport>, Status> {
+        auth::check(&req, Role::Reader, &req.get_ref().collection)?;
+        let _permit = self.blocking.eval_permit()?;
         let pb::ProjectRequest {
             collection,
             version,

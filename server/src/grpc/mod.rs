@@ -17,21 +17,37 @@ use emberdb_proto::v1::points_server::PointsServer;
 use emberdb_storage::Engine;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 pub use blocking::Blocking;
 
+use crate::auth::{AuthLayer, Keyring};
 use crate::metrics::{Metrics, MetricsLayer};
+
+/// Transport settings of [`serve`].
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub max_message_bytes: usize,
+    pub keys: Arc<Keyring>,
+    pub tls: Option<crate::TlsFiles>,
+    pub max_concurrent_evaluations: usize,
+}
 
 /// Serves gRPC on `listener` until `shutdown` resolves, then drains in-flight requests.
 pub async fn serve(
     engine: Arc<Engine>,
     listener: TcpListener,
     metrics: Arc<Metrics>,
-    max_message_bytes: usize,
+    opts: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let max_message_bytes = opts.max_message_bytes;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let blocking = Arc::new(Blocking::new(engine, cores * 8));
+    let blocking = Arc::new(Blocking::new(
+        engine,
+        cores * 8,
+        opts.max_concurrent_evaluations,
+    ));
 
     let collections = CollectionsServer::new(collections::CollectionsService {
         blocking: blocking.clone(),
@@ -74,9 +90,20 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(t) = &opts.tls {
+        let mut cfg = ServerTlsConfig::new().identity(Identity::from_pem(&t.cert_pem, &t.key_pem));
+        if let Some(ca) = &t.client_ca_pem {
+            cfg = cfg.client_ca_root(Certificate::from_pem(ca));
+        }
+        builder = builder
+            .tls_config(cfg)
+            .map_err(|e| anyhow::anyhow!("TLS configuration: {e}"))?;
+    }
+    builder
         .concurrency_limit_per_connection(256)
         .layer(MetricsLayer(metrics))
+        .layer(AuthLayer(opts.keys))
         .add_service(health)
         .add_service(reflection)
         .add_service(collections)

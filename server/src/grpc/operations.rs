@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 
 use super::blocking::Blocking;
 use super::evaluation::deadline;
+use crate::auth::{self, Caller, Role};
 
 pub struct OperationsService {
     pub blocking: Arc<Blocking>,
@@ -211,6 +212,8 @@ impl Operations for OperationsService {
         &self,
         req: Request<pb::DriftRequest>,
     ) -> Result<Response<pb::DriftReport>, Status> {
+        auth::check(&req, Role::Reader, &req.get_ref().collection)?;
+        let _permit = self.blocking.eval_permit()?;
         let deadline = deadline(&req);
         let r = req.into_inner();
         let baseline = window(r.baseline, "baseline")?;
@@ -233,73 +236,120 @@ impl Operations for OperationsService {
         &self,
         req: Request<pb::CompareVersionsRequest>,
     ) -> Result<Response<pb::CompareVersionsReport>, Status> {
+        let caller = Caller::of(&req)?;
         let deadline = deadline(&req);
         let r = req.into_inner();
-        let cr = CompareRequest {
-            k: r.k,
-            sample_size: r.sample_size,
-            seed: r.seed,
-            promote_alias: r.promote_alias,
+        // Promotion moves an alias: admin work, audited. A plain comparison is a read.
+        let promotes = !r.promote_alias.is_empty();
+        let need = if promotes { Role::Admin } else { Role::Reader };
+        let (c, v) = (
+            r.collection.clone(),
+            format!("{}->{}", r.baseline_version, r.candidate_version),
+        );
+        let work = async move {
+            let _permit = self.blocking.eval_permit()?;
+            let cr = CompareRequest {
+                k: r.k,
+                sample_size: r.sample_size,
+                seed: r.seed,
+                promote_alias: r.promote_alias,
+            };
+            let out = self
+                .blocking
+                .run(move |e| {
+                    e.compare_versions(
+                        &r.collection,
+                        &r.baseline_version,
+                        &r.candidate_version,
+                        &cr,
+                        deadline,
+                    )
+                })
+                .await?;
+            Ok(Response::new(compare_report(out)))
         };
-        let out = self
-            .blocking
-            .run(move |e| {
-                e.compare_versions(
-                    &r.collection,
-                    &r.baseline_version,
-                    &r.candidate_version,
-                    &cr,
-                    deadline,
-                )
-            })
-            .await?;
-        Ok(Response::new(compare_report(out)))
+        if promotes {
+            caller.audited("CompareVersions", &c, &v, need, work).await
+        } else {
+            caller.check(need, &c)?;
+            work.await
+        }
     }
 
     async fn check_consistency(
         &self,
         req: Request<pb::CheckConsistencyRequest>,
     ) -> Result<Response<pb::ConsistencyReport>, Status> {
+        let caller = Caller::of(&req)?;
         let r = req.into_inner();
-        let out = self
-            .blocking
-            .run(move |e| e.check_consistency(&r.collection, &r.version, r.repair))
-            .await?;
-        Ok(Response::new(consistency_report(out)))
+        // Repair rebuilds the graph: admin work, audited. A check is a read.
+        let repair = r.repair;
+        let (c, v) = (r.collection.clone(), r.version.clone());
+        let work = async move {
+            let _permit = self.blocking.eval_permit()?;
+            let out = self
+                .blocking
+                .run(move |e| e.check_consistency(&r.collection, &r.version, r.repair))
+                .await?;
+            Ok(Response::new(consistency_report(out)))
+        };
+        if repair {
+            caller
+                .audited("CheckConsistency", &c, &v, Role::Admin, work)
+                .await
+        } else {
+            caller.check(Role::Reader, &c)?;
+            work.await
+        }
     }
 
     async fn set_monitor(
         &self,
         req: Request<pb::SetMonitorRequest>,
     ) -> Result<Response<pb::SetMonitorResponse>, Status> {
-        let s = req
-            .into_inner()
-            .spec
-            .ok_or_else(|| Status::invalid_argument("spec: required"))?;
-        let spec = MonitorSpec {
-            collection: s.collection,
-            version: s.version,
-            interval_s: s.interval_s,
-            k: s.k,
-            sample_size: s.sample_size,
-            baseline: s.baseline.map(|w| WindowSpec {
-                version: w.version,
-                from_ms: w.from_ms,
-                to_ms: w.to_ms,
-            }),
-        };
-        let replaced = self.blocking.run(move |e| e.set_monitor(spec)).await?;
-        Ok(Response::new(pb::SetMonitorResponse { replaced }))
+        let caller = Caller::of(&req)?;
+        let spec = req.into_inner().spec;
+        let (c, v) = spec
+            .as_ref()
+            .map(|s| (s.collection.clone(), s.version.clone()))
+            .unwrap_or_default();
+        caller
+            .audited("SetMonitor", &c, &v, Role::Admin, async move {
+                let s = spec.ok_or_else(|| Status::invalid_argument("spec: required"))?;
+                let spec = MonitorSpec {
+                    collection: s.collection,
+                    version: s.version,
+                    interval_s: s.interval_s,
+                    k: s.k,
+                    sample_size: s.sample_size,
+                    baseline: s.baseline.map(|w| WindowSpec {
+                        version: w.version,
+                        from_ms: w.from_ms,
+                        to_ms: w.to_ms,
+                    }),
+                };
+                let replaced = self.blocking.run(move |e| e.set_monitor(spec)).await?;
+                Ok(Response::new(pb::SetMonitorResponse { replaced }))
+            })
+            .await
     }
 
     async fn list_monitors(
         &self,
         req: Request<pb::ListMonitorsRequest>,
     ) -> Result<Response<pb::ListMonitorsResponse>, Status> {
+        let caller = Caller::of(&req)?;
         let c = req.into_inner().collection;
+        if !c.is_empty() {
+            caller.check(Role::Reader, &c)?;
+        }
         let ms = self.blocking.run(move |e| e.list_monitors(&c)).await?;
         Ok(Response::new(pb::ListMonitorsResponse {
-            monitors: ms.into_iter().map(status_pb).collect(),
+            monitors: ms
+                .into_iter()
+                .filter(|m| caller.principal.can_see(&m.spec.collection))
+                .map(status_pb)
+                .collect(),
         }))
     }
 
@@ -307,10 +357,16 @@ impl Operations for OperationsService {
         &self,
         req: Request<pb::DeleteMonitorRequest>,
     ) -> Result<Response<pb::DeleteMonitorResponse>, Status> {
+        let caller = Caller::of(&req)?;
         let r = req.into_inner();
-        self.blocking
-            .run(move |e| e.delete_monitor(&r.collection, &r.version))
-            .await?;
-        Ok(Response::new(pb::DeleteMonitorResponse {}))
+        let (c, v) = (r.collection.clone(), r.version.clone());
+        caller
+            .audited("DeleteMonitor", &c, &v, Role::Admin, async move {
+                self.blocking
+                    .run(move |e| e.delete_monitor(&r.collection, &r.version))
+                    .await?;
+                Ok(Response::new(pb::DeleteMonitorResponse {}))
+            })
+            .await
     }
 }

@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::blocking::Blocking;
 use super::convert;
+use crate::auth::{self, Caller, Role};
 
 pub struct PointsService {
     pub blocking: Arc<Blocking>,
@@ -36,8 +37,15 @@ impl Points for PointsService {
         &self,
         req: Request<pb::UpsertRequest>,
     ) -> Result<Response<pb::UpsertResponse>, Status> {
-        let upserted = self.upsert_one(req.into_inner()).await?;
-        Ok(Response::new(pb::UpsertResponse { upserted }))
+        let caller = Caller::of(&req)?;
+        let r = req.into_inner();
+        let (c, v) = (r.collection.clone(), r.version.clone());
+        caller
+            .audited("Upsert", &c, &v, Role::Writer, async move {
+                let upserted = self.upsert_one(r).await?;
+                Ok(Response::new(pb::UpsertResponse { upserted }))
+            })
+            .await
     }
 
     /// Each message is one atomic, durable batch. On an error, the batches before
@@ -46,42 +54,63 @@ impl Points for PointsService {
         &self,
         req: Request<Streaming<pb::UpsertRequest>>,
     ) -> Result<Response<pb::UpsertResponse>, Status> {
+        let caller = Caller::of(&req)?;
         let mut stream = req.into_inner();
         let mut upserted = 0;
         let mut index = 0usize;
-        while let Some(msg) = stream.next().await {
-            let msg = msg?;
-            upserted += self.upsert_one(msg).await.map_err(|s| {
-                Status::new(
-                    s.code(),
-                    format!(
-                        "message {index} (after {upserted} points committed): {}",
-                        s.message()
-                    ),
-                )
-            })?;
-            index += 1;
+        // One audit line per stream, naming the first message's collection and version.
+        let mut names: Option<(String, String)> = None;
+        let result = async {
+            while let Some(msg) = stream.next().await {
+                let msg = msg?;
+                names.get_or_insert_with(|| (msg.collection.clone(), msg.version.clone()));
+                let one = match caller.check(Role::Writer, &msg.collection) {
+                    Ok(()) => self.upsert_one(msg).await,
+                    Err(e) => Err(e),
+                };
+                upserted += one.map_err(|s| {
+                    Status::new(
+                        s.code(),
+                        format!(
+                            "message {index} (after {upserted} points committed): {}",
+                            s.message()
+                        ),
+                    )
+                })?;
+                index += 1;
+            }
+            Ok(Response::new(pb::UpsertResponse { upserted }))
         }
-        Ok(Response::new(pb::UpsertResponse { upserted }))
+        .await;
+        let (c, v) = names.unwrap_or_default();
+        caller.audit("UpsertStream", &c, &v, &result);
+        result
     }
 
     async fn delete(
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let caller = Caller::of(&req)?;
         let pb::DeleteRequest {
             collection,
             version,
             ids,
         } = req.into_inner();
-        let deleted = self
-            .blocking
-            .run(move |e| e.delete(&collection, &version, &ids))
-            .await?;
-        Ok(Response::new(pb::DeleteResponse { deleted }))
+        let (c, v) = (collection.clone(), version.clone());
+        caller
+            .audited("Delete", &c, &v, Role::Writer, async move {
+                let deleted = self
+                    .blocking
+                    .run(move |e| e.delete(&collection, &version, &ids))
+                    .await?;
+                Ok(Response::new(pb::DeleteResponse { deleted }))
+            })
+            .await
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        auth::check(&req, Role::Reader, &req.get_ref().collection)?;
         let pb::GetRequest {
             collection,
             version,
@@ -101,6 +130,7 @@ impl Points for PointsService {
         &self,
         req: Request<pb::SearchRequest>,
     ) -> Result<Response<pb::SearchResponse>, Status> {
+        auth::check(&req, Role::Reader, &req.get_ref().collection)?;
         let pb::SearchRequest {
             collection,
             version,
@@ -140,6 +170,7 @@ impl Points for PointsService {
         &self,
         req: Request<pb::SearchBatchRequest>,
     ) -> Result<Response<pb::SearchBatchResponse>, Status> {
+        auth::check(&req, Role::Reader, &req.get_ref().collection)?;
         let pb::SearchBatchRequest {
             collection,
             version,
