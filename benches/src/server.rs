@@ -15,6 +15,11 @@ pub struct Server {
 impl Server {
     /// Starts `emberdb` with `extra` arguments and waits until it answers.
     pub async fn start(extra: &[&str]) -> anyhow::Result<(Server, Client)> {
+        Self::start_with_key(extra, "").await
+    }
+
+    /// As `start`, connecting with an API key (none when empty).
+    pub async fn start_with_key(extra: &[&str], key: &str) -> anyhow::Result<(Server, Client)> {
         let dir = tempfile::tempdir()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
@@ -32,7 +37,11 @@ impl Server {
             .spawn()?;
         let addr = format!("http://127.0.0.1:{port}");
         let client = loop {
-            if let Ok(mut c) = Client::connect(addr.clone()).await
+            let opts = emberdb_client::ConnectOptions {
+                api_key: (!key.is_empty()).then(|| key.to_string()),
+                ..Default::default()
+            };
+            if let Ok(mut c) = Client::connect_with(addr.clone(), opts).await
                 && c.list_collections().await.is_ok()
             {
                 break c;

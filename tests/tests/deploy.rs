@@ -98,4 +98,8 @@ fn kubernetes_probes_use_grpc_health() {
         );
     }
     assert!(k8s.contains("kind: StatefulSet") && k8s.contains("volumeClaimTemplates"));
+    // Keys come from a Secret, and the config there has some: the server listens on all
+    // interfaces in the pod and would refuse to start without them.
+    assert!(k8s.contains("kind: Secret") && k8s.contains("secret: {secretName: emberdb-config}"));
+    assert!(k8s.contains("[[auth.keys]]") && !k8s.contains("kind: ConfigMap"));
 }
