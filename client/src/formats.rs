@@ -3,65 +3,75 @@
 //! (`{"id":1,"vector":[…],"label":"cat","metadata":{…},"timestamp_ms":0}`).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
+
+use anyhow::Context;
 use std::path::Path;
 
 use crate::pb::Point;
 
 /// Reads a little-endian float32, C-order, 2-D `.npy` file: (rows, cols, data).
 pub fn read_npy_f32(path: &Path) -> anyhow::Result<(usize, usize, Vec<f32>)> {
-    let mut f = std::fs::File::open(path)?;
-    let mut magic = [0u8; 8];
-    f.read_exact(&mut magic)?;
+    let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
+    parse_npy_f32(&bytes).with_context(|| path.display().to_string())
+}
+
+/// Largest `.npy` header we read (numpy writes 64–4096 bytes).
+const MAX_NPY_HEADER: usize = 1 << 20;
+
+/// Parses `.npy` bytes (little-endian float32, C order, 2-D). Hostile input gets an error: the
+/// header length and the shape are checked against the bytes present before anything is
+/// allocated from them.
+pub fn parse_npy_f32(bytes: &[u8]) -> anyhow::Result<(usize, usize, Vec<f32>)> {
     anyhow::ensure!(
-        &magic[..6] == b"\x93NUMPY",
-        "{}: not a .npy file",
-        path.display()
+        bytes.len() >= 10 && &bytes[..6] == b"\x93NUMPY",
+        "not a .npy file"
     );
-    let header_len = if magic[6] == 1 {
-        let mut b = [0u8; 2];
-        f.read_exact(&mut b)?;
-        u16::from_le_bytes(b) as usize
-    } else {
-        let mut b = [0u8; 4];
-        f.read_exact(&mut b)?;
-        u32::from_le_bytes(b) as usize
+    let (header_len, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 => {
+            anyhow::ensure!(bytes.len() >= 12, "truncated .npy header");
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
+        }
+        v => anyhow::bail!("unsupported .npy version {v}"),
     };
-    let mut header = vec![0u8; header_len];
-    f.read_exact(&mut header)?;
-    let header = String::from_utf8_lossy(&header);
+    anyhow::ensure!(
+        header_len <= MAX_NPY_HEADER && start + header_len <= bytes.len(),
+        "truncated .npy header ({header_len} bytes announced)"
+    );
+    let header = String::from_utf8_lossy(&bytes[start..start + header_len]);
     anyhow::ensure!(
         header.contains("'descr': '<f4'"),
-        "{}: only little-endian float32 ('<f4') is supported, header {header}",
-        path.display()
+        "only little-endian float32 ('<f4') is supported, header {header}"
     );
     anyhow::ensure!(
         header.contains("'fortran_order': False"),
-        "{}: Fortran order is not supported",
-        path.display()
+        "Fortran order is not supported"
     );
     let shape = header
         .split("'shape': (")
         .nth(1)
         .and_then(|s| s.split(')').next())
-        .ok_or_else(|| anyhow::anyhow!("{}: no shape in header", path.display()))?;
+        .ok_or_else(|| anyhow::anyhow!("no shape in header"))?;
     let dims: Vec<usize> = shape
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(str::parse)
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("shape ({shape}): {e}"))?;
+    anyhow::ensure!(dims.len() == 2, "expected a 2-D array, shape ({shape})");
+    let raw = &bytes[start + header_len..];
+    let want = dims[0]
+        .checked_mul(dims[1])
+        .and_then(|n| n.checked_mul(4))
+        .ok_or_else(|| anyhow::anyhow!("shape ({shape}) overflows"))?;
     anyhow::ensure!(
-        dims.len() == 2,
-        "{}: expected a 2-D array, shape ({shape})",
-        path.display()
-    );
-    let mut raw = Vec::with_capacity(dims[0] * dims[1] * 4);
-    f.read_to_end(&mut raw)?;
-    anyhow::ensure!(
-        raw.len() == dims[0] * dims[1] * 4,
-        "{}: {} data bytes for shape ({shape})",
-        path.display(),
+        raw.len() == want,
+        "{} data bytes for shape ({shape}), expected {want}",
         raw.len()
     );
     let data = raw
@@ -73,6 +83,11 @@ pub fn read_npy_f32(path: &Path) -> anyhow::Result<(usize, usize, Vec<f32>)> {
 
 /// Writes a 2-D float32 `.npy` (used by tests and examples).
 pub fn write_npy_f32(path: &Path, rows: usize, cols: usize, data: &[f32]) -> std::io::Result<()> {
+    std::fs::write(path, npy_f32_bytes(rows, cols, data))
+}
+
+/// The bytes of a 2-D float32 `.npy`.
+pub fn npy_f32_bytes(rows: usize, cols: usize, data: &[f32]) -> Vec<u8> {
     let mut header =
         format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
     while (10 + header.len() + 1) % 64 != 0 {
@@ -85,7 +100,7 @@ pub fn write_npy_f32(path: &Path, rows: usize, cols: usize, data: &[f32]) -> std
     for x in data {
         out.extend_from_slice(&x.to_le_bytes());
     }
-    std::fs::write(path, out)
+    out
 }
 
 /// Points from a `.npy` matrix; ids are `id_offset + row`, labels from an optional file.
@@ -120,7 +135,12 @@ pub fn points_from_npy(
 
 /// CSV rows `id,label,v0,v1,…`; a first line starting with `id` is a header.
 pub fn points_from_csv(path: &Path) -> anyhow::Result<Vec<Point>> {
-    let reader = BufReader::new(std::fs::File::open(path)?);
+    let f = std::fs::File::open(path).with_context(|| path.display().to_string())?;
+    parse_csv(BufReader::new(f), &path.display().to_string())
+}
+
+/// CSV from any reader; errors name `source:line`.
+pub fn parse_csv(reader: impl BufRead, source: &str) -> anyhow::Result<Vec<Point>> {
     let mut out = Vec::new();
     for (n, line) in reader.lines().enumerate() {
         let line = line?;
@@ -128,7 +148,7 @@ pub fn points_from_csv(path: &Path) -> anyhow::Result<Vec<Point>> {
             continue;
         }
         let mut cols = line.split(',');
-        let bad = |what: &str| anyhow::anyhow!("{}:{}: {what}", path.display(), n + 1);
+        let bad = |what: &str| anyhow::anyhow!("{source}:{}: {what}", n + 1);
         let id = cols
             .next()
             .ok_or_else(|| bad("missing id"))?
@@ -169,15 +189,20 @@ struct JsonPoint {
 
 /// One JSON object per line.
 pub fn points_from_jsonl(path: &Path) -> anyhow::Result<Vec<Point>> {
-    let reader = BufReader::new(std::fs::File::open(path)?);
+    let f = std::fs::File::open(path).with_context(|| path.display().to_string())?;
+    parse_jsonl(BufReader::new(f), &path.display().to_string())
+}
+
+/// JSONL from any reader; errors name `source:line`.
+pub fn parse_jsonl(reader: impl BufRead, source: &str) -> anyhow::Result<Vec<Point>> {
     let mut out = Vec::new();
     for (n, line) in reader.lines().enumerate() {
         let line = line?;
         if line.trim().is_empty() {
             continue;
         }
-        let p: JsonPoint = serde_json::from_str(&line)
-            .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), n + 1))?;
+        let p: JsonPoint =
+            serde_json::from_str(&line).map_err(|e| anyhow::anyhow!("{source}:{}: {e}", n + 1))?;
         out.push(Point {
             id: p.id,
             vector: p.vector,

@@ -134,7 +134,14 @@ impl ConfigFile {
     pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Parses the TOML text and validates the `[auth]` table (what `main` does before serving).
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let file: ConfigFile = toml::from_str(text)?;
+        auth::Keyring::from_config(&file.auth).map_err(|e| anyhow::anyhow!(e))?;
+        Ok(file)
     }
 }
 

@@ -68,6 +68,11 @@ pub fn point_key(version_id: u64, id: u64) -> [u8; 16] {
     k
 }
 
+/// A catalog value (`coll/<name>`), as RocksDB returns it.
+pub fn decode_collection_record(bytes: &[u8]) -> Result<CollectionRecord> {
+    serde_json::from_slice(bytes).map_err(|e| Error::DataCorruption(format!("catalog record: {e}")))
+}
+
 pub fn point_id_from_key(key: &[u8]) -> Result<u64> {
     let b: [u8; 8] = key
         .get(8..16)

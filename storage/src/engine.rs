@@ -1128,8 +1128,7 @@ impl Shared {
             if !k.starts_with(b"coll/") {
                 break;
             }
-            let record: CollectionRecord = serde_json::from_slice(&val)
-                .map_err(|e| Error::DataCorruption(format!("catalog record: {e}")))?;
+            let record: CollectionRecord = codec::decode_collection_record(&val)?;
             let mut versions = HashMap::new();
             for vrec in record.versions.values() {
                 let v = self.load_version(&record.name, vrec.clone())?;

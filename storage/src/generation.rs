@@ -112,6 +112,26 @@ fn check_crc<'a>(magic: &[u8; 8], bytes: &'a [u8], what: &str) -> Result<&'a [u8
     Ok(body)
 }
 
+/// A MANIFEST file's bytes: magic, length, JSON body, CRC32C, and a known format version.
+pub fn decode_manifest(bytes: &[u8]) -> Result<Manifest> {
+    let body = check_crc(MANIFEST_MAGIC, bytes, "MANIFEST")?;
+    let manifest: Manifest = serde_json::from_slice(body)
+        .map_err(|e| Error::DataCorruption(format!("MANIFEST: {e}")))?;
+    if manifest.format_version != FORMAT_VERSION {
+        return Err(Error::DataCorruption(format!(
+            "MANIFEST format {} (expected {FORMAT_VERSION})",
+            manifest.format_version
+        )));
+    }
+    Ok(manifest)
+}
+
+/// A manifest's bytes as `commit` writes them.
+pub fn encode_manifest(m: &Manifest) -> Result<Vec<u8>> {
+    let body = serde_json::to_vec(m).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(with_crc(MANIFEST_MAGIC, &body))
+}
+
 pub fn encode_slots(slots: &[SlotEntry]) -> Vec<u8> {
     let mut body = Vec::with_capacity(slots.len() * 16);
     for s in slots {
@@ -198,8 +218,7 @@ impl IndexDir {
         }
         fsync_dir(dir)?;
         manifest.files = files;
-        let body = serde_json::to_vec(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
-        write_atomic(&self.manifest_path(), &with_crc(MANIFEST_MAGIC, &body))?;
+        write_atomic(&self.manifest_path(), &encode_manifest(&manifest)?)?;
         Ok(manifest)
     }
 
@@ -212,15 +231,7 @@ impl IndexDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
         };
-        let body = check_crc(MANIFEST_MAGIC, &bytes, "MANIFEST")?;
-        let manifest: Manifest = serde_json::from_slice(body)
-            .map_err(|e| Error::DataCorruption(format!("MANIFEST: {e}")))?;
-        if manifest.format_version != FORMAT_VERSION {
-            return Err(Error::DataCorruption(format!(
-                "MANIFEST format {} (expected {FORMAT_VERSION})",
-                manifest.format_version
-            )));
-        }
+        let manifest = decode_manifest(&bytes)?;
         let dir = self.gen_dir(manifest.generation);
         for f in &manifest.files {
             let p = dir.join(&f.name);

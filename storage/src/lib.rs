@@ -13,6 +13,7 @@ pub mod ann;
 pub mod canary;
 mod codec;
 pub mod consistency;
+pub mod decode;
 pub mod distance;
 pub mod drift;
 mod engine;

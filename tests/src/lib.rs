@@ -1,6 +1,8 @@
 //! Test harness: a real server (`emberdb_server::run`) on `127.0.0.1:0` over a
 //! real RocksDB in a temp dir, reached through our real client.
 
+pub mod hostile;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 

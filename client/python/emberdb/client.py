@@ -149,13 +149,14 @@ def _set(msg, **fields) -> Any:
 
 
 def _hits(resp) -> Hits:
-    nb = resp.neighbors
-    n = len(nb)
-    return Hits(
-        ids=np.fromiter((x.id for x in nb), dtype=np.int64, count=n),
-        distances=np.fromiter((x.distance for x in nb), dtype=np.float32, count=n),
-        labels=[x.label for x in nb],
-    )
+    # One pass over the neighbours: each access to a submessage builds a Python wrapper, so
+    # reading id, distance and label in three passes would build three per hit.
+    ids, dist, labels = [], [], []
+    for x in resp.neighbors:
+        ids.append(x.id)
+        dist.append(x.distance)
+        labels.append(x.label)
+    return Hits(ids=np.array(ids, dtype=np.int64), distances=np.array(dist, dtype=np.float32), labels=labels)
 
 
 def _batch_hits(responses: Sequence[Any], n: int, k: int) -> BatchHits:
