@@ -449,3 +449,50 @@ async fn evaluation_limits() -> anyhow::Result<()> {
 async fn wait_ready(c: &mut Client) -> anyhow::Result<()> {
     emberdb_tests::wait_ready(c, "big", "v1").await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_key_guards_the_scrape() -> anyhow::Result<()> {
+    let s = TestServer::start_with(|c| {
+        c.keys = Arc::new(
+            Keyring::from_config(&AuthConfig {
+                keys: vec![KeyConfig {
+                    name: "admin".into(),
+                    sha256: hash_hex(ADMIN),
+                    role: Role::Admin,
+                    collections: None,
+                }],
+                metrics_key_sha256: Some(hash_hex("scrape-key")),
+            })
+            .expect("valid keys"),
+        )
+    })
+    .await?;
+    let get = |auth: Option<&str>| {
+        let addr = s.metrics_addr;
+        let auth = auth
+            .map(|k| format!("Authorization: Bearer {k}\r\n"))
+            .unwrap_or_default();
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut c = tokio::net::TcpStream::connect(addr).await?;
+            c.write_all(
+                format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await?;
+            let mut out = String::new();
+            c.read_to_string(&mut out).await?;
+            anyhow::Ok(out)
+        }
+    };
+    let denied = get(None).await?;
+    assert!(denied.starts_with("HTTP/1.1 401"), "{denied}");
+    assert!(!denied.contains("emberdb_grpc_requests_total"));
+    assert!(get(Some("wrong")).await?.starts_with("HTTP/1.1 401"));
+    let ok = get(Some("scrape-key")).await?;
+    assert!(
+        ok.starts_with("HTTP/1.1 200") && ok.contains("emberdb_"),
+        "{ok}"
+    );
+    Ok(())
+}

@@ -221,3 +221,11 @@ def test_upsert_error_says_what_was_committed(client, collection):
         client.upsert(collection, "v1", [1, 2, 3, 4, 5, 6], np.ones((6, 2)), labels=labels, batch_size=4)
     assert e.value.committed == 4, e.value.message
     assert client.describe(collection, "v1").points == 4
+
+
+def test_upsert_progress_bar(client, collection, capsys):
+    import tqdm  # noqa: F401  (make test installs it; the bar is drawn only when it is there)
+    client.create_version(collection, "v1", dim=2)
+    assert client.upsert(collection, "v1", list(range(30)), np.ones((30, 2)), batch_size=10, progress=True) == 30
+    err = capsys.readouterr().err
+    assert "upsert" in err and "30/30" in err, err
