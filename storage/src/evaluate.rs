@@ -155,6 +155,21 @@ pub(crate) struct Snapshot {
     pub space: Space,
 }
 
+/// Old label id → new id with ids 1.. in name order, and the new names (index 0, "unlabelled",
+/// keeps its place).
+fn labels_in_name_order(names: &[String]) -> (Vec<u32>, Vec<String>) {
+    let mut order: Vec<usize> = (1..names.len()).collect();
+    order.sort_by(|&a, &b| names[a].cmp(&names[b]));
+    let mut remap = vec![0u32; names.len()];
+    let mut out = Vec::with_capacity(names.len());
+    out.push(names.first().cloned().unwrap_or_default());
+    for (rank, &old) in order.iter().enumerate() {
+        remap[old] = rank as u32 + 1;
+        out.push(names[old].clone());
+    }
+    (remap, out)
+}
+
 impl Snapshot {
     pub fn take(v: &Version) -> Result<Snapshot> {
         let store = v.store.read().map_err(poisoned)?;
@@ -167,12 +182,19 @@ impl Snapshot {
         for &(_, s) in &rows {
             vectors.extend_from_slice(store.vector(s));
         }
+        // The store numbers labels in the order it first saw them; the snapshot renumbers them in
+        // name order, so every order "by label" downstream (pairs with equal counts, classes) is
+        // the label order the API documents. 0 stays "unlabelled".
+        let (remap, label_names) = labels_in_name_order(&store.label_names);
         Ok(Snapshot {
             seq: store.applied_seq,
             ids: rows.iter().map(|r| r.0).collect(),
-            labels: rows.iter().map(|&(_, s)| store.labels[s]).collect(),
+            labels: rows
+                .iter()
+                .map(|&(_, s)| remap[store.labels[s] as usize])
+                .collect(),
             timestamps: rows.iter().map(|&(_, s)| store.timestamps[s]).collect(),
-            label_names: store.label_names.clone(),
+            label_names,
             vectors,
             dim: store.dim,
             space: match v.metric() {

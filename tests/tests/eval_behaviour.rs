@@ -229,3 +229,47 @@ async fn writes_invalidate_and_unlabelled_points_stay_out() -> anyhow::Result<()
     assert_eq!(m.lowest[0].margin, 0.0);
     Ok(())
 }
+
+/// Issue 11, item 5: confusion pairs with equal counts come in label order (as
+/// `evaluation.proto` documents), not in the order the server first saw the labels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_11_equal_count_pairs_are_in_label_order() -> anyhow::Result<()> {
+    let s = TestServer::start().await?;
+    let mut c = s.client().await?;
+    c.create_version("c", "v", 2, Metric::L2).await?;
+    // Labels arrive as d, c, b, a. One "d" point sits by the "c" cluster and one "b" point by
+    // the "a" cluster: two pairs of one error each, d -> c and b -> a.
+    let pts: &[(u64, &str, [f32; 2])] = &[
+        (1, "d", [0.0, 0.0]),
+        (2, "d", [0.0, 0.1]),
+        (3, "d", [10.0, -1.0]),
+        (4, "c", [10.0, 0.0]),
+        (5, "c", [10.0, 0.1]),
+        (6, "b", [0.0, 10.0]),
+        (7, "b", [0.0, 10.1]),
+        (8, "b", [10.0, 11.0]),
+        (9, "a", [10.0, 10.0]),
+        (10, "a", [10.0, 10.1]),
+    ];
+    let points = pts
+        .iter()
+        .map(|(id, l, v)| Point {
+            id: *id,
+            vector: v.to_vec(),
+            label: (*l).into(),
+            ..Default::default()
+        })
+        .collect();
+    c.upsert("c", "v", points).await?;
+    let r = c.confusion(confusion(pb::EvalMode::Exact), None).await?;
+    let pairs: Vec<(String, String, u64)> = r
+        .pairs
+        .iter()
+        .map(|p| (p.true_label.clone(), p.predicted_label.clone(), p.count))
+        .collect();
+    assert_eq!(
+        pairs,
+        [("b".into(), "a".into(), 1), ("d".into(), "c".into(), 1)]
+    );
+    Ok(())
+}
