@@ -83,7 +83,7 @@ pub struct Metrics {
     latency: HistogramVec,
     pub points: IntGaugeVec,
     pub index_rebuilds: IntCounterVec,
-    /// Search latency by collection and version (as the request names it).
+    /// Search latency by collection and the version that answered (aliases resolved).
     pub search_latency: HistogramVec,
     // Monitor results, labelled as the monitor names the version.
     pub recall_at_k: GaugeVec,
@@ -193,7 +193,7 @@ impl Metrics {
         let search_latency = HistogramVec::new(
             HistogramOpts::new(
                 "emberdb_search_duration_seconds",
-                "Search latency by collection and version (successful searches)",
+                "Search latency by collection and the version that answered, aliases resolved (successful searches)",
             )
             .buckets(prometheus::exponential_buckets(1e-4, 2.0, 16)?),
             &cv,

@@ -721,13 +721,28 @@ impl Engine {
         query: &[f32],
         params: SearchParams<'_>,
     ) -> Result<Vec<Hit>> {
+        self.search_resolved(collection, version, query, params)
+            .map(|(hits, _)| hits)
+    }
+
+    /// As [`Engine::search`], also naming the version that answered (an alias resolved once,
+    /// so metrics label the version, not the alias).
+    pub fn search_resolved(
+        &self,
+        collection: &str,
+        version: &str,
+        query: &[f32],
+        params: SearchParams<'_>,
+    ) -> Result<(Vec<Hit>, String)> {
         let v = self.resolve(collection, version)?;
         validate::vector("vector", query, v.dim(), v.metric() == Metric::Cosine)?;
-        if params.exact || !v.metric().uses_graph() {
+        let hits = if params.exact || !v.metric().uses_graph() {
             // A full scan uses every core of the query pool.
-            return self.shared.query_pool.install(|| v.search(query, params));
-        }
-        v.search(query, params)
+            self.shared.query_pool.install(|| v.search(query, params))?
+        } else {
+            v.search(query, params)?
+        };
+        Ok((hits, v.record.name.clone()))
     }
 
     /// Runs the queries on the query pool (all cores), results in query order.

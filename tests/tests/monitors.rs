@@ -122,12 +122,21 @@ async fn monitors_export_gauges_and_survive_restart() -> anyhow::Result<()> {
         )
         .is_some_and(|t| t > 1.7e9)
     );
+    // Issue 11, item 7: the search went through `prod`; its latency counts for the version that
+    // answered, not for the alias.
+    assert_eq!(
+        value(
+            &text,
+            r#"emberdb_search_duration_seconds_count{collection="c",version="v1"}"#
+        ),
+        Some(1.0)
+    );
     assert_eq!(
         value(
             &text,
             &format!("emberdb_search_duration_seconds_count{labels}")
         ),
-        Some(1.0)
+        None
     );
 
     // Replace, restart: the monitor is persisted and runs again.

@@ -141,7 +141,7 @@ impl Points for PointsService {
             filter,
         } = req.into_inner();
         let started = std::time::Instant::now();
-        let names = (collection.clone(), version.clone());
+        let requested_collection = collection.clone();
         let (k, ef) = validate::k_and_ef(k, ef).map_err(crate::error::to_status)?;
         let filter = convert::filter(filter);
         // An unfiltered ANN search is short and bounded; anything that may scan goes to the pool.
@@ -153,14 +153,17 @@ impl Points for PointsService {
                 exact,
                 filter: filter.as_ref(),
             };
-            e.search(&collection, &version, &vector, params)
+            e.search_resolved(&collection, &version, &vector, params)
         };
-        let hits = if inline {
+        let (hits, resolved) = if inline {
             self.blocking.run_inline(call)?
         } else {
             self.blocking.run(call).await?
         };
-        self.metrics.observe_search(&names.0, &names.1, started);
+        // Labelled with the version that answered: a search through `prod` counts for the
+        // version `prod` pointed to at that moment.
+        self.metrics
+            .observe_search(&requested_collection, &resolved, started);
         Ok(Response::new(pb::SearchResponse {
             neighbors: convert::neighbors(hits),
         }))
