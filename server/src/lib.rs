@@ -238,6 +238,11 @@ pub async fn run(
 /// Updates scrape-time gauges from the engine: monitor results first (so
 /// monitored versions win the series cap), then point counts.
 fn refresh_gauges(m: &metrics::Metrics, engine: &Engine) {
+    // Every gauge is rebuilt from the engine at each scrape, so a dropped version's series vanish.
+    m.points.reset();
+    // (collection, version) pairs that still exist; pairs missing from it lose their series.
+    let mut live = std::collections::HashSet::new();
+    let mut complete = true;
     if let Ok(monitors) = engine.list_monitors("") {
         m.recall_at_k.reset();
         m.precision_at_1.reset();
@@ -247,6 +252,7 @@ fn refresh_gauges(m: &metrics::Metrics, engine: &Engine) {
         m.last_run.reset();
         for mon in monitors {
             let (c, v) = (mon.spec.collection.as_str(), mon.spec.version.as_str());
+            live.insert((c.to_string(), v.to_string()));
             let (Some(r), Some(at)) = (&mon.result, mon.last_run_ms) else {
                 continue;
             };
@@ -275,10 +281,13 @@ fn refresh_gauges(m: &metrics::Metrics, engine: &Engine) {
             // The gauges name the version as the monitor does (an alias stays an alias).
             m.points.with_label_values(&[c, v]).set(r.points as i64);
         }
+    } else {
+        complete = false;
     }
     if let Ok(collections) = engine.list_collections() {
         for c in collections {
             for v in c.versions {
+                live.insert((c.name.clone(), v.version.clone()));
                 if m.admit(&c.name, &v.version) {
                     m.points
                         .with_label_values(&[c.name.as_str(), v.version.as_str()])
@@ -286,6 +295,11 @@ fn refresh_gauges(m: &metrics::Metrics, engine: &Engine) {
                 }
             }
         }
+    } else {
+        complete = false;
+    }
+    if complete {
+        m.forget_missing(&live);
     }
     let s = engine.stats();
     for (reason, counter) in [

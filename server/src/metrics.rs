@@ -114,6 +114,26 @@ impl SeriesCap {
         }
     }
 
+    /// Forgets every admitted pair `keep` rejects (dropped versions and collections), freeing
+    /// their places; returns the forgotten pairs.
+    pub fn retain(&self, keep: impl Fn(&str, &str) -> bool) -> Vec<(String, String)> {
+        let Ok(mut m) = self.admitted.write() else {
+            return Vec::new();
+        };
+        let mut gone = Vec::new();
+        for (c, vs) in m.iter_mut() {
+            vs.retain(|v| {
+                let k = keep(c, v);
+                if !k {
+                    gone.push((c.clone(), v.clone()));
+                }
+                k
+            });
+        }
+        m.retain(|_, vs| !vs.is_empty());
+        gone
+    }
+
     /// Whether (collection, version) may be a label pair; admits it when there is room.
     pub fn admit(&self, collection: &str, version: &str) -> bool {
         let known = |m: &std::collections::HashMap<String, std::collections::HashSet<String>>| {
@@ -250,6 +270,20 @@ impl Metrics {
             series_dropped,
             series: SeriesCap::new(max_series),
         }))
+    }
+
+    /// Removes the series of every (collection, version) pair that no longer exists and frees its
+    /// place under the cap. Gauges are rebuilt at each scrape; the search histogram is not, so its
+    /// vanished pairs are removed here.
+    pub fn forget_missing(&self, live: &std::collections::HashSet<(String, String)>) {
+        let gone = self
+            .series
+            .retain(|c, v| live.contains(&(c.to_string(), v.to_string())));
+        for (c, v) in gone {
+            let _ = self
+                .search_latency
+                .remove_label_values(&[c.as_str(), v.as_str()]);
+        }
     }
 
     /// Whether (collection, version) may be exported; counts a drop when not.

@@ -462,7 +462,14 @@ impl Engine {
         let mut batch = WriteBatch::default();
         s.put_collection(&mut batch, &record)?;
         s.delete_version_data(&mut batch, vrec.id)?;
+        // Its monitors go in the same batch (a monitor naming an alias stays: an alias target
+        // cannot be dropped).
+        let monitors = s.monitors_of(collection, Some(version))?;
+        for (c, v) in &monitors {
+            batch.delete_cf(s.cf(CF_META)?, crate::monitor::key(c, v));
+        }
         s.db.write_opt(batch, &sync_write())?;
+        s.forget_monitors(&monitors)?;
         let removed = {
             let mut cat = s.catalog.write().map_err(poisoned)?;
             let c = cat.get_mut(collection).expect("checked above");
@@ -485,7 +492,12 @@ impl Engine {
         for v in record.versions.values() {
             s.delete_version_data(&mut batch, v.id)?;
         }
+        let monitors = s.monitors_of(collection, None)?;
+        for (c, v) in &monitors {
+            batch.delete_cf(s.cf(CF_META)?, crate::monitor::key(c, v));
+        }
         s.db.write_opt(batch, &sync_write())?;
+        s.forget_monitors(&monitors)?;
         let removed = s.catalog.write().map_err(poisoned)?.remove(collection);
         for v in removed.into_iter().flat_map(|c| c.versions.into_values()) {
             s.retire(&v);
@@ -1101,6 +1113,29 @@ impl Shared {
     }
 
     /// After a version left the catalog: stop its indexer work and remove its files.
+    /// The (collection, version) keys of the monitors on `collection` (and `version`, when given).
+    fn monitors_of(
+        &self,
+        collection: &str,
+        version: Option<&str>,
+    ) -> Result<Vec<(String, String)>> {
+        let reg = self.monitors.lock().map_err(poisoned)?;
+        Ok(reg
+            .keys()
+            .filter(|(c, v)| c == collection && version.is_none_or(|want| v == want))
+            .cloned()
+            .collect())
+    }
+
+    /// Removes monitors from the registry once their records are deleted.
+    fn forget_monitors(&self, keys: &[(String, String)]) -> Result<()> {
+        let mut reg = self.monitors.lock().map_err(poisoned)?;
+        for k in keys {
+            reg.remove(k);
+        }
+        Ok(())
+    }
+
     fn retire(&self, v: &Version) {
         v.dropped.store(true, Ordering::SeqCst);
         let _writer = v.writer.lock();

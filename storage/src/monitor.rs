@@ -66,7 +66,7 @@ pub const MONITOR_DRIFT_SPLITS: usize = 10;
 
 pub(crate) type Registry = Mutex<BTreeMap<(String, String), MonitorStatus>>;
 
-fn key(collection: &str, version: &str) -> Vec<u8> {
+pub(crate) fn key(collection: &str, version: &str) -> Vec<u8> {
     let mut k = b"monitor/".to_vec();
     k.extend_from_slice(collection.as_bytes());
     k.push(0);

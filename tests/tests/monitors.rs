@@ -293,3 +293,65 @@ async fn prometheus_scrapes_recall_and_promtool_accepts_the_exposition() -> anyh
     prom.kill().await?;
     Ok(())
 }
+
+/// Issue 11, item 1: dropping a version or a collection removes its monitors and every series
+/// labelled with it, and frees its places under the series cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_11_drops_remove_monitors_and_series() -> anyhow::Result<()> {
+    let s = TestServer::start().await?;
+    let mut c = s.client().await?;
+    for (col, ver) in [("keep", "v1"), ("gone", "v1"), ("keep", "old")] {
+        c.create_version(col, ver, 4, emberdb_client::Metric::L2)
+            .await?;
+        c.upsert(
+            col,
+            ver,
+            vec![emberdb_client::Point {
+                id: 1,
+                vector: vec![1.0; 4],
+                ..Default::default()
+            }],
+        )
+        .await?;
+        c.search(col, ver, vec![1.0; 4], 1, Default::default())
+            .await?;
+        c.set_monitor(pb::MonitorSpec {
+            collection: col.into(),
+            version: ver.into(),
+            interval_s: 3600,
+            ..Default::default()
+        })
+        .await?;
+    }
+    let series = |text: &str, col: &str, ver: &str| {
+        let label = format!(r#"collection="{col}",version="{ver}""#);
+        text.lines()
+            .filter(|l| !l.starts_with('#') && l.contains(&label))
+            .count()
+    };
+    let before = s.scrape().await?;
+    for (col, ver) in [("keep", "v1"), ("gone", "v1"), ("keep", "old")] {
+        assert!(
+            series(&before, col, ver) > 0,
+            "{col}/{ver} exported before the drop"
+        );
+    }
+    c.drop_version("keep", "old").await?;
+    c.drop_collection("gone").await?;
+    let after = s.scrape().await?;
+    assert_eq!(series(&after, "keep", "old"), 0, "{after}");
+    assert_eq!(series(&after, "gone", "v1"), 0, "{after}");
+    assert!(series(&after, "keep", "v1") > 0);
+    let monitors: Vec<(String, String)> = c
+        .list_monitors("")
+        .await?
+        .into_iter()
+        .filter_map(|m| m.spec.map(|s| (s.collection, s.version)))
+        .collect();
+    assert_eq!(monitors, [("keep".to_string(), "v1".to_string())]);
+    // Recreated under the same names, they start without the old monitors.
+    c.create_version("gone", "v1", 4, emberdb_client::Metric::L2)
+        .await?;
+    assert!(c.list_monitors("gone").await?.is_empty());
+    Ok(())
+}
