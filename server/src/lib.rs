@@ -250,15 +250,31 @@ fn refresh_gauges(m: &metrics::Metrics, engine: &Engine) {
         m.drift_score.reset();
         m.index_consistent.reset();
         m.last_run.reset();
+        m.last_success.reset();
+        m.monitor_runs.reset();
         for mon in monitors {
             let (c, v) = (mon.spec.collection.as_str(), mon.spec.version.as_str());
             live.insert((c.to_string(), v.to_string()));
-            let (Some(r), Some(at)) = (&mon.result, mon.last_run_ms) else {
-                continue;
-            };
             if !m.admit(c, v) {
                 continue;
             }
+            for (outcome, n) in [("ok", mon.runs_ok), ("error", mon.runs_error)] {
+                m.monitor_runs.with_label_values(&[c, v, outcome]).inc_by(n);
+            }
+            if let Some(at) = mon.last_run_ms {
+                m.last_run
+                    .with_label_values(&[c, v])
+                    .set(at as f64 / 1000.0);
+            }
+            if let Some(at) = mon.last_success_ms {
+                m.last_success
+                    .with_label_values(&[c, v])
+                    .set(at as f64 / 1000.0);
+            }
+            // A failed last run publishes no SLI: the old values would read as fresh.
+            let Some(r) = mon.result.as_ref().filter(|_| mon.last_error.is_empty()) else {
+                continue;
+            };
             let k = mon.spec.k.to_string();
             m.recall_at_k
                 .with_label_values(&[c, v, k.as_str()])
@@ -275,9 +291,6 @@ fn refresh_gauges(m: &metrics::Metrics, engine: &Engine) {
             m.index_consistent
                 .with_label_values(&[c, v])
                 .set(i64::from(r.consistent));
-            m.last_run
-                .with_label_values(&[c, v])
-                .set(at as f64 / 1000.0);
             // The gauges name the version as the monitor does (an alias stays an alias).
             m.points.with_label_values(&[c, v]).set(r.points as i64);
         }

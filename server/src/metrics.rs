@@ -92,6 +92,10 @@ pub struct Metrics {
     pub drift_score: GaugeVec,
     pub index_consistent: IntGaugeVec,
     pub last_run: GaugeVec,
+    /// When each monitor last succeeded; `EmberMonitorStale` alerts on it.
+    pub last_success: GaugeVec,
+    /// Finished monitor runs by outcome (`ok`, `error`).
+    pub monitor_runs: IntCounterVec,
     /// Series not exported because the cap was reached.
     pub series_dropped: IntCounter,
     series: SeriesCap,
@@ -199,9 +203,22 @@ impl Metrics {
         )?;
         let last_run = gauge(
             "emberdb_eval_last_run_timestamp_seconds",
-            "When the monitor last finished, Unix seconds",
+            "When the monitor last finished a run (successful or not), Unix seconds",
             &cv,
         )?;
+        let last_success = gauge(
+            "emberdb_monitor_last_success_timestamp_seconds",
+            "When the monitor last finished a successful run, Unix seconds",
+            &cv,
+        )?;
+        let monitor_runs = IntCounterVec::new(
+            Opts::new(
+                "emberdb_monitor_runs_total",
+                "Finished monitor runs by outcome (ok, error)",
+            ),
+            &["collection", "version", "outcome"],
+        )?;
+        registry.register(Box::new(monitor_runs.clone()))?;
         let index_consistent = IntGaugeVec::new(
             Opts::new(
                 "emberdb_index_consistent",
@@ -267,6 +284,8 @@ impl Metrics {
             drift_score,
             index_consistent,
             last_run,
+            last_success,
+            monitor_runs,
             series_dropped,
             series: SeriesCap::new(max_series),
         }))

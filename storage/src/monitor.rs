@@ -48,6 +48,11 @@ pub struct MonitorStatus {
     pub result: Option<MonitorResult>,
     pub last_error: String,
     pub last_duration_ms: f64,
+    /// When a run last succeeded (its `result` is from then).
+    pub last_success_ms: Option<i64>,
+    /// Runs finished since the monitor was set (or the server started), by outcome.
+    pub runs_ok: u64,
+    pub runs_error: u64,
     next_due: Instant,
     running: bool,
 }
@@ -107,6 +112,9 @@ impl MonitorStatus {
             result: None,
             last_error: String::new(),
             last_duration_ms: 0.0,
+            last_success_ms: None,
+            runs_ok: 0,
+            runs_error: 0,
             next_due: Instant::now(),
             running: false,
         }
@@ -236,8 +244,15 @@ impl Engine {
                 Ok(r) => {
                     m.result = Some(r.clone());
                     m.last_error.clear();
+                    m.last_success_ms = m.last_run_ms;
+                    m.runs_ok += 1;
                 }
-                Err(e) => m.last_error = e.to_string(),
+                // `result` keeps the last success (ListMonitors shows it beside the error);
+                // the exporter stops publishing it as current.
+                Err(e) => {
+                    m.last_error = e.to_string();
+                    m.runs_error += 1;
+                }
             }
         } else if let Some(m) = reg.get_mut(&(spec.collection.clone(), spec.version.clone())) {
             m.running = false;

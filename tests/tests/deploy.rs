@@ -43,6 +43,8 @@ const KNOWN: &[&str] = &[
     "emberdb_points",
     "emberdb_index_rebuilds_total",
     "emberdb_eval_last_run_timestamp_seconds",
+    "emberdb_monitor_last_success_timestamp_seconds",
+    "emberdb_monitor_runs_total",
     "emberdb_metrics_series_dropped_total",
 ];
 

@@ -355,3 +355,94 @@ async fn issue_11_drops_remove_monitors_and_series() -> anyhow::Result<()> {
     assert!(c.list_monitors("gone").await?.is_empty());
     Ok(())
 }
+
+/// Issue 11, item 1: a monitor whose runs fail stops publishing its SLIs (old values would read
+/// as fresh), counts the failures, and keeps the time of its last success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_11_failing_monitor_exports_no_stale_slis() -> anyhow::Result<()> {
+    let s = TestServer::start().await?;
+    let mut c = s.client().await?;
+    let (vs, labels) = clustered(5, 60, 4, 3);
+    for ver in ["base", "live"] {
+        c.create_version("fm", ver, 4, Metric::L2).await?;
+        upsert_all(
+            &mut c,
+            "fm",
+            ver,
+            emberdb_tests::points(&vs, &labels, 0),
+            60,
+        )
+        .await?;
+    }
+    c.set_monitor(pb::MonitorSpec {
+        collection: "fm".into(),
+        version: "live".into(),
+        interval_s: 1,
+        k: 5,
+        sample_size: 20,
+        baseline: Some(pb::Window {
+            version: "base".into(),
+            from_ms: None,
+            to_ms: None,
+        }),
+    })
+    .await?;
+    let status = |c: &mut Client| {
+        let mut c = c.clone();
+        async move { anyhow::Ok(c.list_monitors("fm").await?.remove(0)) }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status(&mut c).await?.last_run_ms.is_none() {
+        anyhow::ensure!(Instant::now() < deadline, "monitor never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status(&mut c).await?.last_error, "");
+    let labels = r#"{collection="fm",version="live"}"#;
+    let ok = s.scrape().await?;
+    let recall = r#"emberdb_recall_at_k{collection="fm",k="5",version="live"}"#;
+    assert!(value(&ok, recall).is_some(), "{ok}");
+    let success = value(
+        &ok,
+        &format!("emberdb_monitor_last_success_timestamp_seconds{labels}"),
+    )
+    .expect("last success exported");
+
+    // The baseline disappears: every later run fails.
+    c.drop_version("fm", "base").await?;
+    while status(&mut c).await?.last_error.is_empty() {
+        anyhow::ensure!(Instant::now() < deadline, "monitor never failed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let failed = s.scrape().await?;
+    assert_eq!(
+        value(&failed, recall),
+        None,
+        "no stale recall after a failed run"
+    );
+    assert_eq!(
+        value(&failed, &format!("emberdb_precision_at_1{labels}")),
+        None
+    );
+    assert!(
+        value(
+            &failed,
+            r#"emberdb_monitor_runs_total{collection="fm",outcome="error",version="live"}"#
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{failed}"
+    );
+    assert_eq!(
+        value(
+            &failed,
+            &format!("emberdb_monitor_last_success_timestamp_seconds{labels}")
+        ),
+        Some(success)
+    );
+    let last_run = value(
+        &failed,
+        &format!("emberdb_eval_last_run_timestamp_seconds{labels}"),
+    )
+    .expect("last run exported");
+    assert!(last_run > success, "the failed run is still a run");
+    Ok(())
+}
