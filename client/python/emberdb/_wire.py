@@ -8,6 +8,7 @@ with the real message classes and compares it with what protobuf itself produces
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
@@ -65,6 +66,31 @@ def as_matrix(vectors: Any, name: str = "vectors", dim: Optional[int] = None) ->
     if dim is not None and arr.shape[1] != dim:
         raise ValueError(f"{name} has dimension {arr.shape[1]}, the version has {dim}")
     return _finite_f32(arr, name)
+
+
+_F32 = np.dtype("<f4")
+
+
+def vector_bytes(vector: Any, name: str = "vector") -> bytes:
+    """The packed little-endian float32 bytes of one finite query vector, or ValueError.
+
+    The common case, a 1-D contiguous float32 array, takes a path without numpy temporaries: the
+    finiteness check is `math.fsum` over the array's buffer (a NaN or inf makes the sum non-finite;
+    float32 values cannot overflow a float64 sum) and the bytes come from one copy."""
+    if (
+        type(vector) is np.ndarray
+        and vector.dtype == _F32
+        and vector.ndim == 1
+        and vector.flags.c_contiguous
+        and vector.shape[0] > 0
+    ):
+        try:
+            finite = math.isfinite(math.fsum(memoryview(vector)))
+        except (ValueError, OverflowError):  # inf + -inf
+            finite = False
+        if finite:
+            return vector.tobytes()
+    return as_vector(vector, name).tobytes()
 
 
 def as_vector(vector: Any, name: str = "vector", dim: Optional[int] = None) -> np.ndarray:
@@ -214,8 +240,9 @@ def search_tail(k: Any, ef: Any, exact: bool, filt: bytes) -> bytes:
 # ----------------------------------------------------------------------------- encoders
 
 
-def search_request(head: bytes, vector: np.ndarray, tail: bytes) -> bytes:
-    return head + b"\x1a" + varint(vector.nbytes) + vector.tobytes() + tail
+def search_request(head: bytes, vector: bytes, tail: bytes) -> bytes:
+    """SearchRequest from the header, the vector's packed float32 bytes and fields 4..7."""
+    return b"".join((head, b"\x1a", varint(len(vector)), vector, tail))
 
 
 def search_batch_request(head: bytes, queries: np.ndarray, tail: bytes) -> bytes:

@@ -314,7 +314,7 @@ class _Api:
         """The k nearest neighbours of one vector: Hits with ids (int64), distances (float32) and
         labels, nearest first. labels / metadata filter the candidates (any of the labels, every
         metadata pair)."""
-        v = _wire.as_vector(vector)
+        v = _wire.vector_bytes(vector)
         body = _wire.search_request(self._head(collection, version), v, _wire.search_tail(k, ef, exact, _wire.filter_bytes(labels, metadata)))
         return self._unary("Points", "Search", body, _hits)
 

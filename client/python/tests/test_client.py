@@ -225,6 +225,8 @@ def test_upsert_error_says_what_was_committed(client, collection):
 
 def test_upsert_progress_bar(client, collection, capsys):
     import tqdm  # noqa: F401  (make test installs it; the bar is drawn only when it is there)
+
+    assert tqdm.__version__
     client.create_version(collection, "v1", dim=2)
     assert client.upsert(collection, "v1", list(range(30)), np.ones((30, 2)), batch_size=10, progress=True) == 30
     err = capsys.readouterr().err

@@ -30,7 +30,7 @@ def test_upsert_request_round_trips():
 def test_search_requests_round_trip():
     v = np.arange(7, dtype=np.float32) / 3
     f = _wire.filter_bytes(["a", "b"], {"k": "v"})
-    body = _wire.search_request(_wire.header("c", "v1"), v, _wire.search_tail(5, 40, True, f))
+    body = _wire.search_request(_wire.header("c", "v1"), _wire.vector_bytes(v), _wire.search_tail(5, 40, True, f))
     want = pb.SearchRequest(collection="c", version="v1", vector=v.tolist(), k=5, ef=40, exact=True, filter=pb.Filter(labels=["a", "b"], metadata={"k": "v"}))
     assert pb.SearchRequest.FromString(body) == want
 
@@ -67,3 +67,29 @@ def test_as_matrix_accepts_float64_and_non_contiguous():
     out = _wire.as_matrix(x)
     assert out.dtype == np.dtype("<f4") and out.flags.c_contiguous
     np.testing.assert_array_equal(out, x.astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    "v",
+    [
+        np.array([1.0, np.nan], dtype=np.float32),
+        np.array([np.inf, 1.0], dtype=np.float32),
+        np.array([np.inf, -np.inf], dtype=np.float32),
+        np.array([3e38, 3e38], dtype=np.float64) * 10,
+        [1.0, float("nan")],
+    ],
+)
+def test_vector_bytes_refuses_non_finite(v):
+    with pytest.raises(ValueError, match="non-finite"):
+        _wire.vector_bytes(v)
+
+
+def test_vector_bytes_fast_and_slow_paths_agree():
+    v = np.random.default_rng(3).normal(size=65).astype(np.float32)
+    assert _wire.vector_bytes(v) == v.astype("<f4").tobytes()
+    assert _wire.vector_bytes(v.astype(np.float64)) == v.tobytes()
+    assert _wire.vector_bytes(v.tolist()) == v.tobytes()
+    big = np.full(65536, 3.0e38, dtype=np.float32)
+    assert _wire.vector_bytes(big) == big.tobytes(), "large finite values must not look infinite"
+    with pytest.raises(ValueError, match="1-D"):
+        _wire.vector_bytes(np.zeros((2, 2), dtype=np.float32))
