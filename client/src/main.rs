@@ -271,8 +271,47 @@ enum EvalCmd {
     },
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
+/// Expected outcomes that are not successes: one line on stderr and a documented exit code,
+/// never a backtrace (README, "ember exit codes").
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Outcome {
+    /// `ember check` found the index of this version inconsistent with the stored points.
+    #[error("the index of {0} is inconsistent with the stored points (see the findings above)")]
+    Inconsistent(String),
+}
+
+impl Outcome {
+    fn exit_code(&self) -> i32 {
+        match self {
+            Outcome::Inconsistent(_) => 2,
+        }
+    }
+}
+
+fn main() {
+    let code = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run()))
+    {
+        Ok(()) => 0,
+        Err(e) => match e.downcast_ref::<Outcome>() {
+            Some(o) => {
+                eprintln!("ember: {o}");
+                o.exit_code()
+            }
+            None => {
+                // Display with causes ({:#}), not Debug: no backtrace, whatever RUST_BACKTRACE says.
+                eprintln!("ember: error: {e:#}");
+                1
+            }
+        },
+    };
+    std::process::exit(code);
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Cmd::Keygen { name, role } = &cli.cmd {
         return keygen(name, role);

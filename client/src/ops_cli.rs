@@ -200,7 +200,7 @@ pub async fn check(
     }
     print_check(&r);
     if !r.consistent {
-        anyhow::bail!("index of {collection}/{version} is inconsistent");
+        return Err(crate::Outcome::Inconsistent(format!("{collection}/{version}")).into());
     }
     Ok(())
 }

@@ -56,6 +56,7 @@ async fn damaged_graph_is_reported_repaired_and_stays_consistent() -> anyhow::Re
     let r = c.check_consistency("c", "v", false).await?;
     println!("damaged: {r:?}");
     assert!(!r.consistent);
+    cli_check_reports_inconsistency_without_a_backtrace(&server.addr.to_string())?;
     assert_eq!(
         r.checksum,
         pb::ChecksumState::ChecksumOk as i32,
@@ -126,6 +127,37 @@ async fn fresh_points_are_pending_not_inconsistent() -> anyhow::Result<()> {
         d.checksum,
         pb::ChecksumState::ChecksumNoGeneration as i32,
         "DOT versions have no graph"
+    );
+    Ok(())
+}
+
+/// Issue 11, item 6: `ember check` on an inconsistent index is an expected outcome: the findings
+/// on stdout, one line on stderr, exit code 2 (README), and no backtrace even with
+/// RUST_BACKTRACE=1.
+fn cli_check_reports_inconsistency_without_a_backtrace(addr: &str) -> anyhow::Result<()> {
+    // `cargo test --workspace` builds `ember` for the client's own tests, next to our deps dir.
+    let ember = std::env::current_exe()?
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|release| release.join("ember"))
+        .filter(|p| p.exists())
+        .ok_or_else(|| anyhow::anyhow!("the ember binary is not built next to this test"))?;
+    let out = std::process::Command::new(ember)
+        .args(["--addr", &format!("http://{addr}"), "check", "c", "v"])
+        .env("RUST_BACKTRACE", "1")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("inconsistent") && !stderr.to_lowercase().contains("backtrace"));
+    assert!(
+        stdout.contains("INCONSISTENT") || stdout.to_lowercase().contains("inconsistent"),
+        "{stdout}"
     );
     Ok(())
 }
