@@ -358,17 +358,28 @@ where
             .headers()
             .get(http::header::AUTHORIZATION)
             .map(|v| v.as_bytes());
-        let verdict = self
-            .keys
-            .authenticate(header)
-            .and_then(|p| p.require_role(need).map(|()| p));
-        match verdict {
+        // One hash per request: the audit line of a denial reuses the result.
+        let (caller, verdict) = match self.keys.authenticate(header) {
             Ok(p) => {
-                req.extensions_mut().insert(p);
+                let v = p.require_role(need);
+                (Some(p), v)
+            }
+            Err(e) => (None, Err(e)),
+        };
+        match verdict {
+            Ok(()) => {
+                if let Some(p) = caller {
+                    req.extensions_mut().insert(p);
+                }
                 futures::future::Either::Left(self.inner.call(req))
             }
             Err(status) => {
                 if need >= Role::Writer {
+                    let key = match &caller {
+                        Some(p) => p.name.to_string(),
+                        None if bearer(header).is_some() => "<unknown key>".into(),
+                        None => "<no key>".into(),
+                    };
                     use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
                     let ext = req.extensions();
                     let peer = ext
@@ -379,7 +390,7 @@ where
                                 .and_then(|i| i.get_ref().remote_addr())
                         });
                     audit_line(
-                        &key_name(&self.keys, header),
+                        &key,
                         peer,
                         method_name(req.uri().path()),
                         "",
@@ -390,14 +401,6 @@ where
                 futures::future::Either::Right(std::future::ready(Ok(status.into_http())))
             }
         }
-    }
-}
-
-fn key_name(keys: &Keyring, header: Option<&[u8]>) -> String {
-    match keys.authenticate(header) {
-        Ok(p) => p.name.to_string(),
-        Err(_) if bearer(header).is_some() => "<unknown key>".into(),
-        Err(_) => "<no key>".into(),
     }
 }
 
@@ -430,10 +433,15 @@ pub fn audit_line(
 /// For read handlers: PERMISSION_DENIED unless the request's caller has `need` on `collection`
 /// (no audit line, no allocation).
 pub fn check<T>(req: &Request<T>, need: Role, collection: &str) -> Result<(), Status> {
+    principal(req)?.authorize(need, collection)
+}
+
+/// The principal the auth layer attached. Fails closed: a request that did not pass the layer
+/// is refused.
+fn principal<T>(req: &Request<T>) -> Result<&Principal, Status> {
     req.extensions()
         .get::<Principal>()
-        .ok_or_else(|| Status::permission_denied("request was not authenticated"))?
-        .authorize(need, collection)
+        .ok_or_else(|| Status::permission_denied("request was not authenticated"))
 }
 
 /// A handler's view of its caller: the principal the layer found, and the peer address.
@@ -444,15 +452,10 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// The caller of `req`. Fails closed: a request that did not pass the auth layer is refused.
+    /// The caller of `req` (see [`principal`]), with its peer address.
     pub fn of<T>(req: &Request<T>) -> Result<Caller, Status> {
-        let principal = req
-            .extensions()
-            .get::<Principal>()
-            .cloned()
-            .ok_or_else(|| Status::permission_denied("request was not authenticated"))?;
         Ok(Caller {
-            principal,
+            principal: principal(req)?.clone(),
             peer: req.remote_addr(),
         })
     }

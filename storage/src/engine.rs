@@ -733,8 +733,8 @@ impl Engine {
         query: &[f32],
         params: SearchParams<'_>,
     ) -> Result<Vec<Hit>> {
-        self.search_resolved(collection, version, query, params)
-            .map(|(hits, _)| hits)
+        let v = self.resolve(collection, version)?;
+        self.search_on(&v, query, params)
     }
 
     /// As [`Engine::search`], also naming the version that answered (an alias resolved once,
@@ -747,14 +747,17 @@ impl Engine {
         params: SearchParams<'_>,
     ) -> Result<(Vec<Hit>, String)> {
         let v = self.resolve(collection, version)?;
-        validate::vector("vector", query, v.dim(), v.metric() == Metric::Cosine)?;
-        let hits = if params.exact || !v.metric().uses_graph() {
-            // A full scan uses every core of the query pool.
-            self.shared.query_pool.install(|| v.search(query, params))?
-        } else {
-            v.search(query, params)?
-        };
+        let hits = self.search_on(&v, query, params)?;
         Ok((hits, v.record.name.clone()))
+    }
+
+    fn search_on(&self, v: &Version, query: &[f32], params: SearchParams<'_>) -> Result<Vec<Hit>> {
+        validate::vector("vector", query, v.dim(), v.metric() == Metric::Cosine)?;
+        if params.exact || !v.metric().uses_graph() {
+            // A full scan uses every core of the query pool.
+            return self.shared.query_pool.install(|| v.search(query, params));
+        }
+        v.search(query, params)
     }
 
     /// Runs the queries on the query pool (all cores), results in query order.

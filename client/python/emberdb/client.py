@@ -318,13 +318,15 @@ class _Api:
         body = _wire.search_request(self._head(collection, version), v, _wire.search_tail(k, ef, exact, _wire.filter_bytes(labels, metadata)))
         return self._unary("Points", "Search", body, _hits)
 
-    def _search_batch_requests(self, collection, version, vectors, k, ef, exact, labels, metadata, batch_size, dim) -> Tuple[int, List[Tuple[bytes, int]]]:
-        """The number of queries and the encoded SearchBatch requests with their query counts."""
+    def _search_batch_requests(self, collection, version, vectors, k, ef, exact, labels, metadata, batch_size, dim) -> Tuple[int, Any]:
+        """Validates up front, then returns the number of queries and a generator of encoded
+        SearchBatch requests (each encoded only when the previous ones are in flight)."""
         q = _wire.as_matrix(vectors, "vectors", dim)
-        k = _wire._uint32(k, "k")
+        _wire._uint32(k, "k")
         batch_size = _batch_size(batch_size, q.shape[1])
         head, tail = self._head(collection, version), _wire.search_tail(k, ef, exact, _wire.filter_bytes(labels, metadata))
-        return q.shape[0], [(_wire.search_batch_request(head, q[i : i + batch_size], tail), min(batch_size, q.shape[0] - i)) for i in range(0, q.shape[0], batch_size)]
+        n = q.shape[0]
+        return n, (_wire.search_batch_request(head, q[i : i + batch_size], tail) for i in range(0, n, batch_size))
 
     def _upsert_batches(self, collection, version, ids, vectors, labels, metadata, timestamps_ms, batch_size, dim):
         """Validates everything up front, then returns n and a generator of encoded UpsertRequests."""
@@ -540,7 +542,7 @@ class Client(_Api):
         responses = []
         pending = []
         try:
-            for body, _ in reqs:
+            for body in reqs:
                 pending.append(call.future(body, timeout=self.timeout, metadata=self._metadata))
                 if len(pending) >= concurrency:
                     responses.append(pending.pop(0).result())
@@ -619,7 +621,7 @@ class AsyncClient(_Api):
                 return await call(body, timeout=self.timeout, metadata=self._metadata)
 
         try:
-            responses = await asyncio.gather(*(one(body) for body, _ in reqs))
+            responses = await asyncio.gather(*(one(body) for body in reqs))
         except grpc.aio.AioRpcError as e:
             raise from_rpc_error(e) from None
         return _batch_hits(responses, n, int(k))
