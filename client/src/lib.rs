@@ -352,6 +352,7 @@ impl Client {
                 ef: opts.ef,
                 exact: opts.exact,
                 filter: opts.filter,
+                columns: false,
             })
             .await?
             .into_inner()

@@ -148,15 +148,27 @@ def _set(msg, **fields) -> Any:
     return msg
 
 
-def _hits(resp) -> Hits:
-    # One pass over the neighbours: each access to a submessage builds a Python wrapper, so
-    # reading id, distance and label in three passes would build three per hit.
-    ids, dist, labels = [], [], []
+_I64 = np.dtype("<i8")
+
+
+def _hits(data: bytes) -> Hits:
+    """Hits from a SearchResponse's bytes. The client asks for `columns`, which are read straight
+    into arrays; anything else (a server that sends `neighbors`) is parsed by protobuf."""
+    cols = _wire.search_columns(data)
+    if cols is not None:
+        ids, dist, labels = cols
+        # bytearray: the arrays own writable memory, like every other array the client returns.
+        return Hits(ids=np.frombuffer(bytearray(ids), dtype=_I64), distances=np.frombuffer(bytearray(dist), dtype=_wire._F32), labels=labels)
+    resp = pb.SearchResponse.FromString(data)
+    if resp.HasField("columns"):
+        c = resp.columns
+        return Hits(ids=np.array(c.ids, dtype=np.uint64).astype(_I64), distances=np.array(c.distances, dtype=np.float32), labels=list(c.labels))
+    ids, dists, labels = [], [], []
     for x in resp.neighbors:
         ids.append(x.id)
-        dist.append(x.distance)
+        dists.append(x.distance)
         labels.append(x.label)
-    return Hits(ids=np.array(ids, dtype=np.int64), distances=np.array(dist, dtype=np.float32), labels=labels)
+    return Hits(ids=np.array(ids, dtype=_I64), distances=np.array(dists, dtype=np.float32), labels=labels)
 
 
 def _batch_hits(responses: Sequence[Any], n: int, k: int) -> BatchHits:
@@ -231,13 +243,16 @@ class _Api:
         self._channel = self._open(target, creds, opts)
         self._calls: Dict[Tuple[str, str], Any] = {}
         self._heads: Dict[Tuple[str, str], bytes] = {}
+        self._searches: Dict[Tuple[Any, ...], Tuple[bytes, bytes]] = {}
 
     def _call(self, service: str, rpc: str):
         c = self._calls.get((service, rpc))
         if c is None:
             resp = pb.messages[_RESPONSES[(service, rpc)]]
             path = f"/emberdb.v1.{service}/{rpc}"
-            if rpc == "UpsertStream":
+            if rpc == "Search":  # read by _hits straight from the bytes
+                c = self._channel.unary_unary(path, request_serializer=_serialize)
+            elif rpc == "UpsertStream":
                 c = self._channel.stream_unary(path, request_serializer=_serialize, response_deserializer=resp.FromString)
             else:
                 c = self._channel.unary_unary(path, request_serializer=_serialize, response_deserializer=resp.FromString)
@@ -315,7 +330,18 @@ class _Api:
         labels, nearest first. labels / metadata filter the candidates (any of the labels, every
         metadata pair)."""
         v = _wire.vector_bytes(vector)
-        body = _wire.search_request(self._head(collection, version), v, _wire.search_tail(k, ef, exact, _wire.filter_bytes(labels, metadata)))
+        if labels is None and metadata is None and type(k) is int and type(ef) is int and type(exact) is bool:
+            # The unfiltered case reuses the encoded fields around the vector.
+            key = (collection, version, k, ef, exact)
+            parts = self._searches.get(key)
+            if parts is None:
+                parts = (self._head(collection, version), _wire.search_tail(k, ef, exact, b"", columns=True))
+                if len(self._searches) > 1024:
+                    self._searches.clear()
+                self._searches[key] = parts
+            body = _wire.search_request(parts[0], v, parts[1])
+        else:
+            body = _wire.search_request(self._head(collection, version), v, _wire.search_tail(k, ef, exact, _wire.filter_bytes(labels, metadata), columns=True))
         return self._unary("Points", "Search", body, _hits)
 
     def _search_batch_requests(self, collection, version, vectors, k, ef, exact, labels, metadata, batch_size, dim) -> Tuple[int, Any]:

@@ -81,6 +81,27 @@ def test_search_and_filters(client, loaded):
     assert df["id"].tolist() == hits.ids.tolist()
 
 
+def test_search_columns_reply_equals_neighbors_reply(client, loaded):
+    """The client asks for `columns`; the server's Neighbor reply to the same request holds the
+    same hits (read here with protobuf alone, over the client's channel)."""
+    from emberdb._proto import pb
+
+    collection, ids, xs, labels = loaded
+    plain = client._channel.unary_unary("/emberdb.v1.Points/Search", request_serializer=lambda m: m.SerializeToString(), response_deserializer=pb.SearchResponse.FromString)
+    for i, (k, exact, flt) in enumerate([(5, True, None), (10, False, None), (300, True, None), (7, True, pb.Filter(labels=["c1"])), (3, True, pb.Filter(metadata={"no": "such"}))]):
+        q = xs[11 * i]
+        req = pb.SearchRequest(collection=collection, version="v1", vector=q.astype(np.float32).tolist(), k=k, ef=64, exact=exact, filter=flt)
+        want = plain(req)
+        assert not want.HasField("columns")
+        req.columns = True
+        raw = plain(req)
+        assert len(raw.neighbors) == 0 and list(raw.columns.ids) == [n.id for n in want.neighbors]
+        got = client.search(collection, "v1", q, k=k, ef=64, exact=exact, labels=list(flt.labels) if flt else None, metadata=dict(flt.metadata) if flt else None)
+        assert got.ids.tolist() == [n.id for n in want.neighbors]
+        assert got.distances.tolist() == [n.distance for n in want.neighbors]
+        assert got.labels == [n.label for n in want.neighbors]
+
+
 def test_search_batch_matches_single_searches(client, loaded):
     collection, ids, xs, labels = loaded
     q = xs[::7]

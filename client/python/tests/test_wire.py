@@ -93,3 +93,63 @@ def test_vector_bytes_fast_and_slow_paths_agree():
     assert _wire.vector_bytes(big) == big.tobytes(), "large finite values must not look infinite"
     with pytest.raises(ValueError, match="1-D"):
         _wire.vector_bytes(np.zeros((2, 2), dtype=np.float32))
+
+
+def test_vector_bytes_byte_check_agrees_with_isfinite():
+    # Every exponent and sign, with mantissas at both ends, at every position of a vector.
+    bits = np.array([(s << 31) | (e << 23) | m for s in (0, 1) for e in range(256) for m in (0, 1, 0x400000, 0x7FFFFF)], dtype=np.uint32)
+    values = bits.view(np.float32)
+    base = np.ones(8, dtype=np.float32)
+    for x in values:
+        for pos in (0, 7):
+            v = base.copy()
+            v[pos] = x
+            if np.isfinite(x):
+                assert _wire.vector_bytes(v) == v.tobytes()
+            else:
+                with pytest.raises(ValueError, match="finite"):
+                    _wire.vector_bytes(v)
+
+
+def test_search_columns_reader_matches_protobuf():
+    from emberdb.client import _hits
+
+    rng = np.random.default_rng(11)
+    label_pool = ["", "cat", "dög", "x" * 127, "y" * 300, "猫" * 20]
+    id_pool = [0, 1, 127, 128, 16384, 2**35, 2**63 - 1]
+    for trial in range(300):
+        n = int(rng.integers(0, 40))
+        ids = [int(rng.choice(id_pool)) if trial % 2 else int(rng.integers(0, 2**63)) for _ in range(n)]
+        dist = [float(rng.choice([0.0, -0.0, 1.5, 3.4e38, float(rng.normal())])) for _ in range(n)]
+        labels = [label_pool[int(rng.integers(0, len(label_pool)))] for _ in range(n)]
+        cols = pb.SearchResponse(columns=pb.NeighborColumns(ids=ids, distances=dist, labels=labels))
+        body = cols.SerializeToString()
+        got = _wire.search_columns(body)
+        assert got is not None
+        assert np.frombuffer(got[0], dtype="<i8").tolist() == ids and got[2] == labels
+        assert got[1] == np.array(dist, dtype=np.float32).tobytes()
+        h = _hits(body)
+        assert h.ids.dtype == np.int64 and h.distances.dtype == np.float32 and h.ids.flags.writeable
+        assert h.ids.tolist() == ids and h.distances.tobytes() == np.array(dist, dtype=np.float32).tobytes() and h.labels == labels
+        # The same hits as Neighbor submessages (a server that ignores `columns`) decode the same.
+        nb = pb.SearchResponse(neighbors=[pb.Neighbor(id=i, distance=d, label=lb) for i, d, lb in zip(ids, dist, labels)]).SerializeToString()
+        h2 = _hits(nb)
+        assert h2.ids.tolist() == ids and h2.distances.tobytes() == h.distances.tobytes() and h2.labels == labels
+
+
+def test_search_columns_reader_defers_what_it_does_not_expect():
+    from emberdb.client import _hits
+
+    ok = pb.SearchResponse(columns=pb.NeighborColumns(ids=[4], distances=[2.0], labels=["a"])).SerializeToString()
+    assert _wire.search_columns(ok) is not None
+    assert _wire.search_columns(b"") == (b"", b"", [])
+    unknown_top = ok + b"\x18\x05"
+    unknown_inner = b"\x12\x02\x20\x01"
+    truncated = ok[:-1]
+    bad_utf8 = b"\x12\x03\x1a\x01\xff"
+    mismatched = pb.SearchResponse(columns=pb.NeighborColumns(ids=[4, 5], distances=[2.0], labels=["a"])).SerializeToString()
+    neighbors = pb.SearchResponse(neighbors=[pb.Neighbor(id=3, distance=1.0, label="z")]).SerializeToString()
+    for body in (unknown_top, unknown_inner, truncated, bad_utf8, mismatched, neighbors):
+        assert _wire.search_columns(body) is None, body
+    assert _hits(unknown_top).ids.tolist() == [4]
+    assert _hits(neighbors).labels == ["z"]

@@ -132,6 +132,26 @@ pub fn filter(f: Option<pb::Filter>) -> Option<Filter> {
         .filter(|f| !(f.labels.is_empty() && f.metadata.is_empty()))
 }
 
+/// The same hits as parallel arrays (a Search that asked for `columns`).
+pub fn neighbor_columns(hits: Vec<Hit>) -> pb::NeighborColumns {
+    let mut cols = pb::NeighborColumns {
+        ids: Vec::with_capacity(hits.len()),
+        distances: Vec::with_capacity(hits.len()),
+        labels: Vec::with_capacity(hits.len()),
+    };
+    for Hit {
+        id,
+        distance,
+        label,
+    } in hits
+    {
+        cols.ids.push(id);
+        cols.distances.push(distance);
+        cols.labels.push(label);
+    }
+    cols
+}
+
 pub fn neighbors(hits: Vec<Hit>) -> Vec<pb::Neighbor> {
     hits.into_iter()
         .map(

@@ -139,6 +139,7 @@ impl Points for PointsService {
             ef,
             exact,
             filter,
+            columns,
         } = req.into_inner();
         let started = std::time::Instant::now();
         let requested_collection = collection.clone();
@@ -164,8 +165,16 @@ impl Points for PointsService {
         // version `prod` pointed to at that moment.
         self.metrics
             .observe_search(&requested_collection, &resolved, started);
-        Ok(Response::new(pb::SearchResponse {
-            neighbors: convert::neighbors(hits),
+        Ok(Response::new(if columns {
+            pb::SearchResponse {
+                neighbors: Vec::new(),
+                columns: Some(convert::neighbor_columns(hits)),
+            }
+        } else {
+            pb::SearchResponse {
+                neighbors: convert::neighbors(hits),
+                columns: None,
+            }
         }))
     }
 
