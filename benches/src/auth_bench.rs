@@ -3,9 +3,10 @@
 //! single-client sequential k = 10 searches, rounds interleaved between the two, p50 per round.
 //! Reports the medians and their difference (the bar: ≤ 5 µs).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Parser;
+use emberdb_benches::median;
 use emberdb_client::{Client, ConnectOptions, Metric, SearchOptions, pb};
 use rand::{Rng, SeedableRng};
 
@@ -35,13 +36,7 @@ async fn load(c: &mut Client, data: &[Vec<f32>]) -> anyhow::Result<()> {
             .collect();
         c.upsert("bench", "v1", pts).await?;
     }
-    loop {
-        let v = c.describe("bench", "v1").await?;
-        if v.indexed_count == v.point_count {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    emberdb_benches::wait_indexed(c, "bench", "v1").await
 }
 
 async fn round(c: &mut Client, queries: &[Vec<f32>], calls: usize) -> anyhow::Result<f64> {
@@ -64,11 +59,6 @@ async fn round(c: &mut Client, queries: &[Vec<f32>], calls: usize) -> anyhow::Re
     }
     lat.sort_by(f64::total_cmp);
     Ok(lat[lat.len() / 2])
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -325,4 +325,9 @@ fn refresh_gauges(m: &metrics::Metrics, engine: &Engine) {
             c.inc_by(want - c.get());
         }
     }
+    let want = s.searches_offloaded.load(Ordering::Relaxed);
+    let have = m.searches_offloaded.get();
+    if want > have {
+        m.searches_offloaded.inc_by(want - have);
+    }
 }

@@ -83,6 +83,7 @@ pub struct Metrics {
     latency: HistogramVec,
     pub points: IntGaugeVec,
     pub index_rebuilds: IntCounterVec,
+    pub searches_offloaded: IntCounter,
     /// Search latency by collection and the version that answered (aliases resolved).
     pub search_latency: HistogramVec,
     // Monitor results, labelled as the monitor names the version.
@@ -270,13 +271,19 @@ impl Metrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(points.clone()))?;
+        let searches_offloaded = IntCounter::new(
+            "emberdb_search_offloaded_total",
+            "Unfiltered ANN searches that had to scan (no graph yet, or a long unindexed tail) and ran on the blocking pool instead of the request thread",
+        )?;
         registry.register(Box::new(index_rebuilds.clone()))?;
+        registry.register(Box::new(searches_offloaded.clone()))?;
         Ok(Arc::new(Metrics {
             registry,
             requests,
             latency,
             points,
             index_rebuilds,
+            searches_offloaded,
             search_latency,
             recall_at_k,
             precision_at_1,

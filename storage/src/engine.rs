@@ -33,6 +33,10 @@ use crate::store::{PointRef, Store};
 use crate::validate;
 use crate::version::{Hit, IndexState, SearchParams, Version, poisoned};
 
+/// Slots outside the graph an inline search may scan (`Engine::try_search_inline`): 4,096
+/// slots of 784 floats are a fraction of a millisecond of SIMD work.
+pub const INLINE_SCAN_SLOTS: usize = 4096;
+
 /// Engine configuration. Defaults are what `emberdb` runs with.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -147,6 +151,9 @@ pub struct EngineStats {
     pub generations_committed: AtomicU64,
     /// Versions repaired by CheckConsistency.
     pub repairs: AtomicU64,
+    /// Unfiltered ANN searches the graph could not answer alone (no graph yet, or a long
+    /// unindexed tail), which `try_search_inline` sent to a blocking thread.
+    pub searches_offloaded: AtomicU64,
 }
 
 struct CollectionState {
@@ -749,6 +756,33 @@ impl Engine {
         let v = self.resolve(collection, version)?;
         let hits = self.search_on(&v, query, params)?;
         Ok((hits, v.record.name.clone()))
+    }
+
+    /// A search that may run where blocking is not allowed (an async worker): it answers only
+    /// when the graph covers all but at most `INLINE_SCAN_SLOTS` slots and no filter or exact
+    /// scan is asked for. `Ok(None)` means "run `search_resolved` on a blocking thread instead";
+    /// the work done before giving up is bounded by the same figure.
+    pub fn try_search_inline(
+        &self,
+        collection: &str,
+        version: &str,
+        query: &[f32],
+        params: SearchParams<'_>,
+    ) -> Result<Option<(Vec<Hit>, String)>> {
+        let v = self.resolve(collection, version)?;
+        validate::vector("vector", query, v.dim(), v.metric() == Metric::Cosine)?;
+        let hits = if v.metric().uses_graph() {
+            v.search_bounded(query, params, Some(INLINE_SCAN_SLOTS))?
+        } else {
+            None
+        };
+        if hits.is_none() {
+            self.shared
+                .stats
+                .searches_offloaded
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(hits.map(|hits| (hits, v.record.name.clone())))
     }
 
     fn search_on(&self, v: &Version, query: &[f32], params: SearchParams<'_>) -> Result<Vec<Hit>> {

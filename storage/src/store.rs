@@ -34,9 +34,14 @@ pub struct Store {
     pub label_names: Vec<String>,
     label_ids: HashMap<String, LabelId>,
     pub live_count: usize,
+    /// Live slots in each block of `LIVE_BLOCK` slots, so `live_below` costs
+    /// len / LIVE_BLOCK additions, not a pass over every slot.
+    live_blocks: Vec<u32>,
     /// Highest op sequence applied to this mirror.
     pub applied_seq: u64,
 }
+
+const LIVE_BLOCK: usize = 4096;
 
 impl Store {
     pub fn new(dim: usize) -> Self {
@@ -55,6 +60,44 @@ impl Store {
     /// Whether any slot is dead (deleted or overwritten).
     pub fn has_dead(&self) -> bool {
         self.live_count != self.len()
+    }
+
+    /// Live slots among `[0, upto)`.
+    pub fn live_below(&self, upto: usize) -> usize {
+        let upto = upto.min(self.len());
+        let full = upto / LIVE_BLOCK;
+        let whole: usize = self.live_blocks[..full].iter().map(|&c| c as usize).sum();
+        whole
+            + self.live[full * LIVE_BLOCK..upto]
+                .iter()
+                .filter(|&&l| l)
+                .count()
+    }
+
+    fn push_slot_live(&mut self, live: bool) {
+        if self.live.len().is_multiple_of(LIVE_BLOCK) {
+            self.live_blocks.push(0);
+        }
+        self.live.push(false);
+        if live {
+            self.set_live(self.live.len() - 1, true);
+        }
+    }
+
+    /// Sets a slot's liveness, keeping `live_count` and the block counts with it.
+    fn set_live(&mut self, slot: usize, live: bool) {
+        if self.live[slot] == live {
+            return;
+        }
+        self.live[slot] = live;
+        let block = &mut self.live_blocks[slot / LIVE_BLOCK];
+        if live {
+            *block += 1;
+            self.live_count += 1;
+        } else {
+            *block -= 1;
+            self.live_count -= 1;
+        }
     }
 
     pub fn vector(&self, slot: usize) -> &[f32] {
@@ -94,7 +137,7 @@ impl Store {
         self.labels.push(0);
         self.timestamps.push(0);
         self.metadata.push(None);
-        self.live.push(false);
+        self.push_slot_live(false);
     }
 
     /// Fills a reserved slot with a live point.
@@ -115,14 +158,11 @@ impl Store {
         self.labels[slot] = label;
         self.timestamps[slot] = p.timestamp_ms;
         self.metadata[slot] = (!p.metadata.is_empty()).then(|| Arc::new(p.metadata.clone()));
-        self.live[slot] = true;
-        self.live_count += 1;
+        self.set_live(slot, true);
         if let Some(old) = self.id_to_slot.insert(p.id, slot)
             && old != slot
-            && self.live[old]
         {
-            self.live[old] = false;
-            self.live_count -= 1;
+            self.set_live(old, false);
         }
         self.applied_seq = self.applied_seq.max(p.seq);
     }
@@ -157,6 +197,7 @@ impl Store {
             label_names: self.label_names.clone(),
             label_ids: self.label_ids.clone(),
             live_count: 0,
+            live_blocks: Vec::with_capacity(n.div_ceil(LIVE_BLOCK)),
             applied_seq: self.applied_seq,
         };
         for old in kept.iter().copied().chain(tail..self.len()) {
@@ -171,8 +212,7 @@ impl Store {
     pub fn catch_up(&self, copy: &mut Store, kept: &[usize], tail: usize, copied: usize) {
         for (new, old) in kept.iter().copied().chain(tail..copied).enumerate() {
             if copy.live[new] && !self.live[old] {
-                copy.live[new] = false;
-                copy.live_count -= 1;
+                copy.set_live(new, false);
                 if copy.id_to_slot.get(&copy.ids[new]) == Some(&new) {
                     copy.id_to_slot.remove(&copy.ids[new]);
                 }
@@ -198,10 +238,9 @@ impl Store {
         self.labels.push(src.labels[old]);
         self.timestamps.push(src.timestamps[old]);
         self.metadata.push(src.metadata[old].clone());
-        self.live.push(src.live[old]);
+        self.push_slot_live(src.live[old]);
         if src.live[old] {
             self.id_to_slot.insert(src.ids[old], new);
-            self.live_count += 1;
         }
     }
 
@@ -210,8 +249,7 @@ impl Store {
         self.applied_seq = self.applied_seq.max(seq);
         match self.id_to_slot.remove(&id) {
             Some(slot) if self.live[slot] => {
-                self.live[slot] = false;
-                self.live_count -= 1;
+                self.set_live(slot, false);
                 true
             }
             _ => false,
@@ -228,4 +266,76 @@ pub struct PointRef<'a> {
     pub label: &'a str,
     pub metadata: &'a BTreeMap<String, String>,
     pub timestamp_ms: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_below_counts_like_a_pass_over_the_slots() {
+        let mut s = Store::new(2);
+        let meta = BTreeMap::new();
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let check = |s: &Store| {
+            for upto in [
+                0,
+                1,
+                4095,
+                4096,
+                4097,
+                8192,
+                s.len() / 2,
+                s.len(),
+                s.len() + 5,
+            ] {
+                let naive = s.live[..upto.min(s.len())].iter().filter(|&&l| l).count();
+                assert_eq!(s.live_below(upto), naive, "upto {upto} of {}", s.len());
+            }
+            assert_eq!(s.live_below(s.len()), s.live_count);
+        };
+        for seq in 1..20_000u64 {
+            let id = next() % 6_000;
+            match next() % 10 {
+                0..=6 => {
+                    s.append(
+                        Metric::L2,
+                        PointRef {
+                            id,
+                            seq,
+                            vector: &[1.0, 2.0],
+                            label: "",
+                            metadata: &meta,
+                            timestamp_ms: 0,
+                        },
+                    );
+                }
+                7 => s.push_dead(id, seq),
+                _ => {
+                    s.delete(id, seq);
+                }
+            }
+            if seq % 2_500 == 0 {
+                check(&s);
+            }
+        }
+        check(&s);
+        // A compacted copy, brought up to date after more deletes, counts the same way.
+        let kept: Vec<usize> = (0..s.len() / 2).filter(|&i| s.live[i]).collect();
+        let copied = s.len();
+        let mut copy = s.compacted(&kept, s.len() / 2);
+        check(&copy);
+        for id in 0..3_000 {
+            s.delete(id, 30_000 + id);
+        }
+        s.catch_up(&mut copy, &kept, s.len() / 2, copied);
+        check(&copy);
+        assert_eq!(copy.live_count, s.live_count);
+    }
 }

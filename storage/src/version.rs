@@ -190,6 +190,22 @@ impl Version {
     /// The query has been validated by the caller. Exact scans of large ranges
     /// are split across the current rayon pool.
     pub fn search(&self, query: &[f32], p: SearchParams<'_>) -> Result<Vec<Hit>> {
+        match self.search_bounded(query, p, None)? {
+            Some(hits) => Ok(hits),
+            None => Err(Error::Internal("unbounded search gave up".into())),
+        }
+    }
+
+    /// As `search`, but with `max_scan = Some(m)` it answers only when that takes no full scan
+    /// and at most `m` slots outside the graph; otherwise it returns `Ok(None)` having done at
+    /// most that much work. A caller that must not block (an async worker) then runs the search
+    /// elsewhere. The decision is made under the same store lock as the search itself.
+    pub fn search_bounded(
+        &self,
+        query: &[f32],
+        p: SearchParams<'_>,
+        max_scan: Option<usize>,
+    ) -> Result<Option<Vec<Hit>>> {
         let q = self.prepare(query);
         let metric = self.metric();
         // The store first: a compacting rebuild renumbers slots and swaps the store,
@@ -211,9 +227,15 @@ impl Version {
         };
         // With a view, the graph part is what the view covers; everything after it is scanned.
         let upto = view.as_ref().map_or(upto, |v| v.covers);
+        let n = store.len();
+        if let Some(m) = max_scan {
+            // Short only with a graph, no filter (which may scan) and a small unindexed tail.
+            if p.exact || p.filter.is_some() || ann.is_none() || n.saturating_sub(upto) > m {
+                return Ok(None);
+            }
+        }
         let filter = p.filter.map(|f| CompiledFilter::new(f, &store));
         let filter = filter.as_ref();
-        let n = store.len();
 
         let cands = match ann {
             None => scan(&store, metric, &q, 0..n, p.k, filter),
@@ -265,6 +287,9 @@ impl Version {
                         }
                         if ef >= 4 * p.ef.max(p.k) || ef >= crate::validate::MAX_K as usize {
                             // The graph cannot reach enough passing points: answer exactly.
+                            if max_scan.is_some() {
+                                return Ok(None);
+                            }
                             break scan(&store, metric, &q, 0..n, p.k, filter);
                         }
                         ef *= 2;
@@ -272,7 +297,7 @@ impl Version {
                 }
             }
         };
-        Ok(to_hits(&store, metric, cands))
+        Ok(Some(to_hits(&store, metric, cands)))
     }
 
     /// Exact search of many queries at once: blocks of queries against every slot
@@ -342,8 +367,9 @@ impl Version {
         if !self.metric().uses_graph() {
             return Ok((live, live));
         }
-        let upto = self.indexed_upto.load(Ordering::SeqCst).min(store.len());
-        let indexed = store.live[..upto].iter().filter(|&&l| l).count() as u64;
+        let upto = self.indexed_upto.load(Ordering::SeqCst);
+        // Block counts: a scrape or Describe costs the same at 10k points as at 1M.
+        let indexed = store.live_below(upto) as u64;
         Ok((live, indexed))
     }
 }

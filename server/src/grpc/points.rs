@@ -145,21 +145,37 @@ impl Points for PointsService {
         let requested_collection = collection.clone();
         let (k, ef) = validate::k_and_ef(k, ef).map_err(crate::error::to_status)?;
         let filter = convert::filter(filter);
-        // An unfiltered ANN search is short and bounded; anything that may scan goes to the pool.
-        let inline = !exact && filter.is_none();
-        let call = move |e: &emberdb_storage::Engine| {
-            let params = SearchParams {
-                k,
-                ef,
-                exact,
-                filter: filter.as_ref(),
-            };
-            e.search_resolved(&collection, &version, &vector, params)
-        };
-        let (hits, resolved) = if inline {
-            self.blocking.run_inline(call)?
+        // An unfiltered ANN search over a graph that covers (almost) everything is short and
+        // runs here; the engine declines anything that would scan (no graph yet, a long
+        // unindexed tail, a filter, exact), and that goes to the blocking pool.
+        let inline = if !exact && filter.is_none() {
+            self.blocking.run_inline(|e| {
+                let params = SearchParams {
+                    k,
+                    ef,
+                    exact,
+                    filter: None,
+                };
+                e.try_search_inline(&collection, &version, &vector, params)
+            })?
         } else {
-            self.blocking.run(call).await?
+            None
+        };
+        let (hits, resolved) = match inline {
+            Some(answer) => answer,
+            None => {
+                self.blocking
+                    .run(move |e| {
+                        let params = SearchParams {
+                            k,
+                            ef,
+                            exact,
+                            filter: filter.as_ref(),
+                        };
+                        e.search_resolved(&collection, &version, &vector, params)
+                    })
+                    .await?
+            }
         };
         // Labelled with the version that answered: a search through `prod` counts for the
         // version `prod` pointed to at that moment.
