@@ -273,3 +273,74 @@ async fn issue_11_equal_count_pairs_are_in_label_order() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Issue 11, item 5: every documented order, on labels that arrive in the reverse of their
+/// sort order and ids that interleave them. Four identical clusters tie on every per-class
+/// figure, so only the documented tie-breaks decide.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_11_documented_orders_hold_on_ties() -> anyhow::Result<()> {
+    let s = TestServer::start().await?;
+    let mut c = s.client().await?;
+    c.create_version("c", "v", 2, Metric::L2).await?;
+    let shape: [[f32; 2]; 5] = [[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 2.0]];
+    let corners = [
+        ("z", 0.0, 0.0),
+        ("y", 50.0, 0.0),
+        ("x", 0.0, 50.0),
+        ("w", 50.0, 50.0),
+    ];
+    let mut pts = Vec::new();
+    for (j, off) in shape.iter().enumerate() {
+        for (i, (label, dx, dy)) in corners.iter().enumerate() {
+            pts.push(Point {
+                // ids interleave the classes, in the reverse of label order within each shape slot
+                id: (j * 4 + i) as u64 + 1,
+                vector: vec![off[0] + dx, off[1] + dy],
+                label: (*label).into(),
+                ..Default::default()
+            });
+        }
+    }
+    c.upsert("c", "v", pts).await?;
+
+    let conf = c.confusion(confusion(pb::EvalMode::Exact), None).await?;
+    let classes: Vec<&str> = conf.classes.iter().map(|x| x.label.as_str()).collect();
+    assert_eq!(
+        classes,
+        ["w", "x", "y", "z"],
+        "confusion classes, labels ascending"
+    );
+
+    let m = c
+        .margin(
+            pb::MarginRequest {
+                collection: "c".into(),
+                version: "v".into(),
+                // Every margin is below it: all classes tie at fraction 1 and equal means.
+                threshold: Some(1000.0),
+                lowest_n: Some(20),
+                mode: pb::EvalMode::Exact as i32,
+            },
+            None,
+        )
+        .await?;
+    let classes: Vec<&str> = m.classes.iter().map(|x| x.label.as_str()).collect();
+    assert_eq!(
+        classes,
+        ["w", "x", "y", "z"],
+        "tied margin classes, labels ascending"
+    );
+    assert!(m.classes.iter().all(|x| x.low_margin_fraction == 1.0));
+    assert_eq!(m.lowest.len(), 20);
+    for w in m.lowest.windows(2) {
+        assert!(
+            (w[0].margin, w[0].id) < (w[1].margin, w[1].id),
+            "lowest margins: ascending, ties to the lower id: {:?} then {:?}",
+            (w[0].margin, w[0].id),
+            (w[1].margin, w[1].id)
+        );
+    }
+    // Equal margins exist (identical clusters), so the id tie-break was exercised.
+    assert!(m.lowest.windows(2).any(|w| w[0].margin == w[1].margin));
+    Ok(())
+}
