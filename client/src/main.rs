@@ -278,23 +278,62 @@ pub(crate) enum Outcome {
     /// `ember check` found the index of this version inconsistent with the stored points.
     #[error("the index of {0} is inconsistent with the stored points (see the findings above)")]
     Inconsistent(String),
+    /// Ctrl-C: the call was abandoned, and the server stops an evaluation whose client left.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl Outcome {
     fn exit_code(&self) -> i32 {
         match self {
             Outcome::Inconsistent(_) => 2,
+            Outcome::Cancelled => 130,
         }
     }
 }
+
+/// A spinner with the elapsed time on stderr while a long call runs, when stderr is a terminal
+/// (quiet otherwise: scripts and CI logs see only the result).
+pub(crate) trait Spin: std::future::Future + Sized {
+    fn spin(self, what: &str) -> impl std::future::Future<Output = Self::Output> {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new_spinner().with_message(what.to_string());
+            if let Ok(style) =
+                ProgressStyle::with_template("{spinner} {msg} ({elapsed}, Ctrl-C cancels)")
+            {
+                bar.set_style(style);
+            }
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        });
+        async move {
+            let out = self.await;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            out
+        }
+    }
+}
+
+impl<F: std::future::Future> Spin for F {}
 
 fn main() {
     let code = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(run()))
-    {
+        .and_then(|rt| {
+            rt.block_on(async {
+                // Ctrl-C drops the call in flight: the connection closes and the server
+                // cancels the evaluation behind it.
+                tokio::select! {
+                    r = run() => r,
+                    _ = tokio::signal::ctrl_c() => Err(Outcome::Cancelled.into()),
+                }
+            })
+        }) {
         Ok(()) => 0,
         Err(e) => match e.downcast_ref::<Outcome>() {
             Some(o) => {
@@ -584,6 +623,7 @@ async fn eval(c: &mut Client, what: EvalCmd) -> anyhow::Result<()> {
                     },
                     timeout,
                 )
+                .spin("recall")
                 .await?;
             println!("mode           {}", r.mode);
             println!("queries        {} (k={}, ef={})", r.queries, r.k, r.ef);
@@ -621,6 +661,7 @@ async fn eval(c: &mut Client, what: EvalCmd) -> anyhow::Result<()> {
                     },
                     timeout,
                 )
+                .spin("margin")
                 .await?;
             println!(
                 "mode {}  points {}  mean {:.4}  median {:.4}  p10 {:.4}",
@@ -675,6 +716,7 @@ async fn eval(c: &mut Client, what: EvalCmd) -> anyhow::Result<()> {
                     },
                     timeout,
                 )
+                .spin("confusion")
                 .await?;
             println!(
                 "mode {}  points {}  LOO 1-NN accuracy {:.4}  errors {}",
@@ -737,6 +779,7 @@ async fn eval(c: &mut Client, what: EvalCmd) -> anyhow::Result<()> {
                     },
                     timeout,
                 )
+                .spin("actions")
                 .await?;
             if r.items.is_empty() {
                 println!("no action items: every signal is below its threshold");

@@ -1,5 +1,6 @@
 //! `ember drift | canary | check | monitor`: the model-version operations.
 
+use crate::Spin;
 use std::time::Duration;
 
 use clap::Subcommand;
@@ -65,7 +66,7 @@ fn kind_name(k: i32) -> String {
 }
 
 pub async fn drift(c: &mut Client, req: pb::DriftRequest, timeout: Duration) -> anyhow::Result<()> {
-    let r = c.drift(req, Some(timeout)).await?;
+    let r = c.drift(req, Some(timeout)).spin("drift").await?;
     let fp = r.fingerprint.clone().unwrap_or_default();
     println!(
         "{} (score {:.3}, threshold {:.3}{}), looks like {}",
@@ -129,7 +130,10 @@ pub async fn canary(
     req: pb::CompareVersionsRequest,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let r = c.compare_versions(req, Some(timeout)).await?;
+    let r = c
+        .compare_versions(req, Some(timeout))
+        .spin("compare")
+        .await?;
     let (b, k) = (
         r.baseline.clone().unwrap_or_default(),
         r.candidate.clone().unwrap_or_default(),
@@ -192,7 +196,10 @@ pub async fn check(
     version: &str,
     repair: bool,
 ) -> anyhow::Result<()> {
-    let r = c.check_consistency(collection, version, repair).await?;
+    let r = c
+        .check_consistency(collection, version, repair)
+        .spin("check")
+        .await?;
     if let Some(b) = &r.before_repair {
         println!("before repair:");
         print_check(b);

@@ -71,6 +71,8 @@ pub type Result<T> = std::result::Result<T, EvalError>;
 pub struct Deadline {
     at: Option<Instant>,
     cancelled: AtomicBool,
+    /// Set from outside (the caller went away); the work then stops as on a deadline.
+    cancel: Option<std::sync::Arc<AtomicBool>>,
 }
 
 impl Deadline {
@@ -78,6 +80,14 @@ impl Deadline {
         Deadline {
             at,
             cancelled: AtomicBool::new(false),
+            cancel: None,
+        }
+    }
+    /// A deadline that also ends when `cancel` is set.
+    pub fn with_cancel(at: Option<Instant>, cancel: std::sync::Arc<AtomicBool>) -> Self {
+        Deadline {
+            cancel: Some(cancel),
+            ..Self::new(at)
         }
     }
     pub fn none() -> Self {
@@ -85,7 +95,12 @@ impl Deadline {
     }
     /// True once the deadline passed (sticky, so parallel workers all stop).
     pub fn expired(&self) -> bool {
-        if self.cancelled.load(Ordering::Relaxed) {
+        if self.cancelled.load(Ordering::Relaxed)
+            || self
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
             return true;
         }
         if self.at.is_some_and(|at| Instant::now() >= at) {

@@ -325,9 +325,13 @@ fn refresh_gauges(m: &metrics::Metrics, engine: &Engine) {
             c.inc_by(want - c.get());
         }
     }
-    let want = s.searches_offloaded.load(Ordering::Relaxed);
-    let have = m.searches_offloaded.get();
-    if want > have {
-        m.searches_offloaded.inc_by(want - have);
+    for (counter, want) in [
+        (&m.searches_offloaded, &s.searches_offloaded),
+        (&m.evaluations_cancelled, &s.evaluations_cancelled),
+    ] {
+        let (want, have) = (want.load(Ordering::Relaxed), counter.get());
+        if want > have {
+            counter.inc_by(want - have);
+        }
     }
 }

@@ -84,6 +84,7 @@ pub struct Metrics {
     pub points: IntGaugeVec,
     pub index_rebuilds: IntCounterVec,
     pub searches_offloaded: IntCounter,
+    pub evaluations_cancelled: IntCounter,
     /// Search latency by collection and the version that answered (aliases resolved).
     pub search_latency: HistogramVec,
     // Monitor results, labelled as the monitor names the version.
@@ -277,6 +278,11 @@ impl Metrics {
         )?;
         registry.register(Box::new(index_rebuilds.clone()))?;
         registry.register(Box::new(searches_offloaded.clone()))?;
+        let evaluations_cancelled = IntCounter::new(
+            "emberdb_evaluations_cancelled_total",
+            "Evaluations and operations stopped because their client went away (cancelled or disconnected)",
+        )?;
+        registry.register(Box::new(evaluations_cancelled.clone()))?;
         Ok(Arc::new(Metrics {
             registry,
             requests,
@@ -284,6 +290,7 @@ impl Metrics {
             points,
             index_rebuilds,
             searches_offloaded,
+            evaluations_cancelled,
             search_latency,
             recall_at_k,
             precision_at_1,

@@ -37,6 +37,20 @@ use crate::version::{Hit, IndexState, SearchParams, Version, poisoned};
 /// slots of 784 floats are a fraction of a millisecond of SIMD work.
 pub const INLINE_SCAN_SLOTS: usize = 4096;
 
+/// How long an evaluation may run: a deadline, and a flag the caller sets when it goes away
+/// (both checked between blocks of work). `None.into()` is "no limit".
+#[derive(Debug, Clone, Default)]
+pub struct Budget {
+    pub at: Option<Instant>,
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl From<Option<Instant>> for Budget {
+    fn from(at: Option<Instant>) -> Self {
+        Budget { at, cancel: None }
+    }
+}
+
 /// Engine configuration. Defaults are what `emberdb` runs with.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -154,6 +168,8 @@ pub struct EngineStats {
     /// Unfiltered ANN searches the graph could not answer alone (no graph yet, or a long
     /// unindexed tail), which `try_search_inline` sent to a blocking thread.
     pub searches_offloaded: AtomicU64,
+    /// Evaluations stopped because their caller went away.
+    pub evaluations_cancelled: AtomicU64,
 }
 
 struct CollectionState {
@@ -832,10 +848,21 @@ impl Engine {
     fn evaluate<T: Send>(
         &self,
         f: impl FnOnce(&emberdb_eval::Deadline) -> Result<T> + Send,
-        deadline: Option<Instant>,
+        deadline: impl Into<Budget>,
     ) -> Result<T> {
-        let d = emberdb_eval::Deadline::new(deadline);
-        self.shared.eval_pool.install(|| f(&d))
+        let Budget { at, cancel } = deadline.into();
+        let d = match &cancel {
+            Some(c) => emberdb_eval::Deadline::with_cancel(at, c.clone()),
+            None => emberdb_eval::Deadline::new(at),
+        };
+        let out = self.shared.eval_pool.install(|| f(&d));
+        if out.is_err() && cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            self.shared
+                .stats
+                .evaluations_cancelled
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        out
     }
 
     pub fn eval_config(&self) -> &EvalConfig {
@@ -848,7 +875,7 @@ impl Engine {
         collection: &str,
         version: &str,
         p: &RecallParams,
-        deadline: Option<Instant>,
+        deadline: impl Into<Budget>,
     ) -> Result<RecallReport> {
         let v = self.resolve(collection, version)?;
         self.evaluate(|d| evaluate::recall(&v, p, d), deadline)
@@ -862,7 +889,7 @@ impl Engine {
         threshold: Option<f64>,
         lowest_n: Option<u32>,
         mode: ModeRequest,
-        deadline: Option<Instant>,
+        deadline: impl Into<Budget>,
     ) -> Result<MarginOut> {
         let v = self.resolve(collection, version)?;
         let cfg = &self.shared.config.eval;
@@ -879,7 +906,7 @@ impl Engine {
         version: &str,
         top_pairs: Option<u32>,
         mode: ModeRequest,
-        deadline: Option<Instant>,
+        deadline: impl Into<Budget>,
     ) -> Result<ConfusionOut> {
         let v = self.resolve(collection, version)?;
         let cfg = &self.shared.config.eval;
@@ -895,7 +922,7 @@ impl Engine {
         collection: &str,
         version: &str,
         mode: ModeRequest,
-        deadline: Option<Instant>,
+        deadline: impl Into<Budget>,
     ) -> Result<ActionsOut> {
         let v = self.resolve(collection, version)?;
         let cfg = &self.shared.config.eval;
@@ -921,7 +948,7 @@ impl Engine {
         baseline: &WindowSpec,
         current: &WindowSpec,
         req: &DriftRequest,
-        deadline: Option<Instant>,
+        deadline: impl Into<Budget>,
     ) -> Result<DriftOut> {
         validate::name("collection", collection)?;
         baseline.validate("baseline")?;
@@ -943,7 +970,7 @@ impl Engine {
         baseline_version: &str,
         candidate_version: &str,
         req: &CompareRequest,
-        deadline: Option<Instant>,
+        deadline: impl Into<Budget>,
     ) -> Result<CompareOut> {
         validate::name("collection", collection)?;
         validate::name("baseline_version", baseline_version)?;

@@ -32,8 +32,8 @@ mod version;
 
 pub use distance::Metric;
 pub use engine::{
-    CollectionInfo, Engine, EngineConfig, EngineStats, IndexStatus, PointInput, PointOutput,
-    VersionInfo, VersionSpec,
+    Budget, CollectionInfo, Engine, EngineConfig, EngineStats, IndexStatus, PointInput,
+    PointOutput, VersionInfo, VersionSpec,
 };
 pub use error::{Error, Result};
 pub use version::{Filter, Hit, SearchParams};

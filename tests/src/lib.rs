@@ -239,3 +239,14 @@ pub async fn wait_ready(c: &mut Client, col: &str, ver: &str) -> anyhow::Result<
 pub fn random_vector(rng: &mut impl Rng, dim: usize) -> Vec<f32> {
     (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect()
 }
+
+/// The `ember` CLI binary, which `cargo test --workspace` builds for the client's own tests
+/// next to the test executables' `deps` directory.
+pub fn ember_binary() -> anyhow::Result<std::path::PathBuf> {
+    std::env::current_exe()?
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|release| release.join("ember"))
+        .filter(|p| p.exists())
+        .ok_or_else(|| anyhow::anyhow!("the ember binary is not built next to this test"))
+}

@@ -83,16 +83,7 @@ async fn scanning_searches_leave_the_async_workers_free() -> anyhow::Result<()> 
 }
 
 async fn offloaded(server: &TestServer) -> anyhow::Result<u64> {
-    let text = server.scrape().await?;
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("emberdb_search_offloaded_total "))
-        .ok_or_else(|| anyhow::anyhow!("no emberdb_search_offloaded_total in /metrics"))?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("0")
-        .parse::<f64>()? as u64)
+    counter(server, "emberdb_search_offloaded_total").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,5 +114,113 @@ async fn searches_over_a_covered_graph_run_inline() -> anyhow::Result<()> {
     };
     c.search("tail", "v1", vs[0].clone(), 5, exact).await?;
     assert_eq!(offloaded(&server).await?, before);
+    Ok(())
+}
+
+async fn counter(server: &TestServer, name: &str) -> anyhow::Result<u64> {
+    let text = server.scrape().await?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .ok_or_else(|| anyhow::anyhow!("no {name} in /metrics"))?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("0")
+        .parse::<f64>()? as u64)
+}
+
+/// Polls `emberdb_evaluations_cancelled_total` until it reads `n`; the time since `since`.
+async fn cancelled_reaches(
+    server: &TestServer,
+    n: u64,
+    since: Instant,
+    limit: Duration,
+) -> anyhow::Result<Duration> {
+    loop {
+        if counter(server, "emberdb_evaluations_cancelled_total").await? == n {
+            return Ok(since.elapsed());
+        }
+        anyhow::ensure!(
+            since.elapsed() < limit,
+            "evaluation {n} was not stopped within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A client that goes away (Ctrl-C in `ember`, a dropped connection) stops its evaluation on
+/// the server: the work ends at its next block, long before it would have finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_evaluation_stops_on_the_server() -> anyhow::Result<()> {
+    use emberdb_client::pb;
+    let server = TestServer::start().await?;
+    let mut c = server.client().await?;
+    let dim = 128;
+    c.create_version("big", "v1", dim, Metric::L2).await?;
+    let (vs, labels) = clustered(9, 16_000, dim as usize, 10);
+    upsert_all(&mut c, "big", "v1", points(&vs, &labels, 0), 2000).await?;
+    let req = || pb::ConfusionRequest {
+        collection: "big".into(),
+        version: "v1".into(),
+        top_pairs: None,
+        mode: pb::EvalMode::Exact as i32,
+    };
+    // How long the whole exact leave-one-out pass takes here.
+    let t = Instant::now();
+    c.confusion(req(), None).await?;
+    let full = t.elapsed();
+    // A write invalidates the cached pass, so the next one starts from scratch; the client
+    // abandons it after 200 ms.
+    upsert_all(&mut c, "big", "v1", points(&vs[..1], &labels[..1], 0), 1).await?;
+    assert_eq!(
+        counter(&server, "emberdb_evaluations_cancelled_total").await?,
+        0
+    );
+    let mut c2 = c.clone();
+    let call = tokio::spawn(async move { c2.confusion(req(), None).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    call.abort();
+    let abandoned = Instant::now();
+    let stopped = cancelled_reaches(&server, 1, abandoned, full * 3).await?;
+    println!(
+        "full exact confusion {full:?}; abandoned one stopped {stopped:?} after the client left"
+    );
+    assert!(
+        stopped < full / 2,
+        "stopped after {stopped:?}, a full pass takes {full:?}"
+    );
+
+    // The same through the CLI: Ctrl-C (SIGINT) during `ember eval confusion` prints one line,
+    // exits 130, and the server stops the evaluation.
+    upsert_all(&mut c, "big", "v1", points(&vs[1..2], &labels[1..2], 1), 1).await?;
+    let child = std::process::Command::new(emberdb_tests::ember_binary()?)
+        .args(["--addr", &format!("http://{}", server.addr)])
+        .args(["eval", "confusion", "big", "v1"])
+        .env("RUST_BACKTRACE", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()?;
+    assert!(killed.success());
+    let interrupted = Instant::now();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await??;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "stderr: {stderr}");
+    assert_eq!(stderr.trim(), "ember: cancelled");
+    assert!(out.stdout.is_empty(), "no partial report on stdout");
+    cancelled_reaches(&server, 2, interrupted, full * 3).await?;
+    println!(
+        "ember stopped by SIGINT; server stopped the work {:?} after",
+        interrupted.elapsed()
+    );
+
+    // The server answers the same evaluation in full afterwards.
+    let r = c.confusion(req(), None).await?;
+    assert_eq!(r.classes.len(), 10);
     Ok(())
 }

@@ -135,13 +135,7 @@ async fn fresh_points_are_pending_not_inconsistent() -> anyhow::Result<()> {
 /// on stdout, one line on stderr, exit code 2 (README), and no backtrace even with
 /// RUST_BACKTRACE=1.
 fn cli_check_reports_inconsistency_without_a_backtrace(addr: &str) -> anyhow::Result<()> {
-    // `cargo test --workspace` builds `ember` for the client's own tests, next to our deps dir.
-    let ember = std::env::current_exe()?
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|release| release.join("ember"))
-        .filter(|p| p.exists())
-        .ok_or_else(|| anyhow::anyhow!("the ember binary is not built next to this test"))?;
+    let ember = emberdb_tests::ember_binary()?;
     let out = std::process::Command::new(ember)
         .args(["--addr", &format!("http://{addr}"), "check", "c", "v"])
         .env("RUST_BACKTRACE", "1")

@@ -3,10 +3,35 @@
 //! INTERNAL instead of taking the server down.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use emberdb_storage::Engine;
 use tokio::sync::Semaphore;
 use tonic::Status;
+
+/// One running evaluation: its concurrency slot and the flag that cancels it.
+pub struct EvalTicket<'a> {
+    _permit: tokio::sync::SemaphorePermit<'a>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl EvalTicket<'_> {
+    /// The engine's budget: the client's deadline, and cancellation when this ticket drops.
+    pub fn budget(&self, deadline: Option<Instant>) -> emberdb_storage::Budget {
+        emberdb_storage::Budget {
+            at: deadline,
+            cancel: Some(self.cancel.clone()),
+        }
+    }
+}
+
+impl Drop for EvalTicket<'_> {
+    fn drop(&mut self) {
+        // After a finished call this is a no-op; during one it stops the work.
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+}
 
 pub struct Blocking {
     pub engine: Arc<Engine>,
@@ -27,13 +52,20 @@ impl Blocking {
         }
     }
 
-    /// A slot for one evaluation or operation RPC, held until the returned permit drops.
-    pub fn eval_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Status> {
-        self.evals.try_acquire().map_err(|_| {
+    /// A slot for one evaluation or operation RPC, held until the returned ticket drops.
+    /// The ticket also cancels the engine work it budgets (`EvalTicket::budget`) when it drops:
+    /// a client that goes away (Ctrl-C, a dropped connection) drops the handler's future, and
+    /// the evaluation stops at its next block of work instead of running on for minutes.
+    pub fn eval_permit(&self) -> Result<EvalTicket<'_>, Status> {
+        let permit = self.evals.try_acquire().map_err(|_| {
             Status::resource_exhausted(format!(
                 "{} evaluations are already running (limit: [limits] max_concurrent_evaluations); retry later",
                 self.max_evals
             ))
+        })?;
+        Ok(EvalTicket {
+            _permit: permit,
+            cancel: Arc::new(AtomicBool::new(false)),
         })
     }
 

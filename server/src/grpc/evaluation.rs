@@ -41,7 +41,8 @@ impl Evaluation for EvaluationService {
     ) -> Result<Response<pb::RecallReport>, Status> {
         let deadline = deadline(&req);
         auth::check(&req, Role::Reader, &req.get_ref().collection)?;
-        let _permit = self.blocking.eval_permit()?;
+        let ticket = self.blocking.eval_permit()?;
+        let budget = ticket.budget(deadline);
         let pb::RecallRequest {
             collection,
             version,
@@ -58,7 +59,7 @@ impl Evaluation for EvaluationService {
         };
         let r = self
             .blocking
-            .run(move |e| e.eval_recall(&collection, &version, &p, deadline))
+            .run(move |e| e.eval_recall(&collection, &version, &p, budget))
             .await?;
         Ok(Response::new(convert::recall_report(r)))
     }
@@ -69,7 +70,8 @@ impl Evaluation for EvaluationService {
     ) -> Result<Response<pb::MarginReport>, Status> {
         let deadline = deadline(&req);
         auth::check(&req, Role::Reader, &req.get_ref().collection)?;
-        let _permit = self.blocking.eval_permit()?;
+        let ticket = self.blocking.eval_permit()?;
+        let budget = ticket.budget(deadline);
         let pb::MarginRequest {
             collection,
             version,
@@ -80,7 +82,7 @@ impl Evaluation for EvaluationService {
         let mode = convert::eval_mode(mode)?;
         let r = self
             .blocking
-            .run(move |e| e.eval_margin(&collection, &version, threshold, lowest_n, mode, deadline))
+            .run(move |e| e.eval_margin(&collection, &version, threshold, lowest_n, mode, budget))
             .await?;
         Ok(Response::new(convert::margin_report(r)))
     }
@@ -91,7 +93,8 @@ impl Evaluation for EvaluationService {
     ) -> Result<Response<pb::ConfusionReport>, Status> {
         let deadline = deadline(&req);
         auth::check(&req, Role::Reader, &req.get_ref().collection)?;
-        let _permit = self.blocking.eval_permit()?;
+        let ticket = self.blocking.eval_permit()?;
+        let budget = ticket.budget(deadline);
         let pb::ConfusionRequest {
             collection,
             version,
@@ -101,7 +104,7 @@ impl Evaluation for EvaluationService {
         let mode = convert::eval_mode(mode)?;
         let r = self
             .blocking
-            .run(move |e| e.eval_confusion(&collection, &version, top_pairs, mode, deadline))
+            .run(move |e| e.eval_confusion(&collection, &version, top_pairs, mode, budget))
             .await?;
         Ok(Response::new(convert::confusion_report(r)))
     }
@@ -112,7 +115,8 @@ impl Evaluation for EvaluationService {
     ) -> Result<Response<pb::ActionsReport>, Status> {
         let deadline = deadline(&req);
         auth::check(&req, Role::Reader, &req.get_ref().collection)?;
-        let _permit = self.blocking.eval_permit()?;
+        let ticket = self.blocking.eval_permit()?;
+        let budget = ticket.budget(deadline);
         let pb::ActionsRequest {
             collection,
             version,
@@ -132,7 +136,7 @@ impl Evaluation for EvaluationService {
         let (c, v) = (collection.clone(), version.clone());
         let r = self
             .blocking
-            .run(move |e| e.eval_actions(&c, &v, mode, deadline))
+            .run(move |e| e.eval_actions(&c, &v, mode, budget))
             .await?;
         Ok(Response::new(convert::actions_report(
             r,
@@ -145,7 +149,7 @@ impl Evaluation for EvaluationService {
         req: Request<pb::ProjectRequest>,
     ) -> Result<Response<pb::ProjectReport>, Status> {
         auth::check(&req, Role::Reader, &req.get_ref().collection)?;
-        let _permit = self.blocking.eval_permit()?;
+        let _ticket = self.blocking.eval_permit()?;
         let pb::ProjectRequest {
             collection,
             version,

@@ -213,8 +213,8 @@ impl Operations for OperationsService {
         req: Request<pb::DriftRequest>,
     ) -> Result<Response<pb::DriftReport>, Status> {
         auth::check(&req, Role::Reader, &req.get_ref().collection)?;
-        let _permit = self.blocking.eval_permit()?;
-        let deadline = deadline(&req);
+        let ticket = self.blocking.eval_permit()?;
+        let budget = ticket.budget(deadline(&req));
         let r = req.into_inner();
         let baseline = window(r.baseline, "baseline")?;
         let current = window(r.current, "current")?;
@@ -227,7 +227,7 @@ impl Operations for OperationsService {
         let collection = r.collection;
         let out = self
             .blocking
-            .run(move |e| e.drift(&collection, &baseline, &current, &dr, deadline))
+            .run(move |e| e.drift(&collection, &baseline, &current, &dr, budget))
             .await?;
         Ok(Response::new(drift_report(out)))
     }
@@ -247,7 +247,8 @@ impl Operations for OperationsService {
             format!("{}->{}", r.baseline_version, r.candidate_version),
         );
         let work = async move {
-            let _permit = self.blocking.eval_permit()?;
+            let ticket = self.blocking.eval_permit()?;
+            let budget = ticket.budget(deadline);
             let cr = CompareRequest {
                 k: r.k,
                 sample_size: r.sample_size,
@@ -262,7 +263,7 @@ impl Operations for OperationsService {
                         &r.baseline_version,
                         &r.candidate_version,
                         &cr,
-                        deadline,
+                        budget,
                     )
                 })
                 .await?;
@@ -286,7 +287,7 @@ impl Operations for OperationsService {
         let repair = r.repair;
         let (c, v) = (r.collection.clone(), r.version.clone());
         let work = async move {
-            let _permit = self.blocking.eval_permit()?;
+            let _ticket = self.blocking.eval_permit()?;
             let out = self
                 .blocking
                 .run(move |e| e.check_consistency(&r.collection, &r.version, r.repair))
