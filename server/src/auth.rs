@@ -433,6 +433,7 @@ pub fn audit_line(
 /// For read handlers: PERMISSION_DENIED unless the request's caller has `need` on `collection`
 /// (no audit line, no allocation).
 pub fn check<T>(req: &Request<T>, need: Role, collection: &str) -> Result<(), Status> {
+    tracing::Span::current().record("collection", collection);
     principal(req)?.authorize(need, collection)
 }
 
@@ -462,6 +463,7 @@ impl Caller {
 
     /// PERMISSION_DENIED unless the caller has `need` on `collection`.
     pub fn check(&self, need: Role, collection: &str) -> Result<(), Status> {
+        tracing::Span::current().record("collection", collection);
         self.principal.authorize(need, collection)
     }
 

@@ -390,25 +390,74 @@ where
         let method = method_label(req.uri().path());
         let started = Instant::now();
         let metrics = self.metrics.clone();
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let res = fut.await;
-            let code = match &res {
-                // tonic sends handler errors trailers-only, so grpc-status is a header;
-                // a unary response without it completed OK.
-                Ok(r) => r
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<usize>().ok())
-                    .and_then(|c| CODES.get(c).copied())
-                    .unwrap_or("OK"),
-                Err(_) => "UNKNOWN",
-            };
-            metrics.observe(method, code, started);
-            res
-        })
+        let request_id = request_id(req.headers().get("x-request-id"));
+        // One span per request: everything logged while serving it carries the method, the
+        // request id (the client's `x-request-id`, else one of ours) and, once a handler has
+        // checked access, the collection.
+        let span = tracing::info_span!(
+            "request",
+            method,
+            request_id = %request_id,
+            collection = tracing::field::Empty,
+        );
+        let fut = {
+            let _entered = span.enter();
+            self.inner.call(req)
+        };
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                let mut res = fut.await;
+                let code = match &res {
+                    // tonic sends handler errors trailers-only, so grpc-status is a header;
+                    // a unary response without it completed OK.
+                    Ok(r) => r
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .and_then(|c| CODES.get(c).copied())
+                        .unwrap_or("OK"),
+                    Err(_) => "UNKNOWN",
+                };
+                metrics.observe(method, code, started);
+                tracing::debug!(
+                    code,
+                    elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+                    "request finished"
+                );
+                if let Ok(r) = &mut res
+                    && let Ok(v) = http::HeaderValue::from_str(&request_id)
+                {
+                    r.headers_mut().insert("x-request-id", v);
+                }
+                res
+            },
+            span,
+        ))
     }
+}
+
+/// The client's `x-request-id` when it is a short token of safe characters, else a new one
+/// (process-unique: a per-process random prefix and a counter).
+fn request_id(given: Option<&http::HeaderValue>) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    if let Some(v) = given.and_then(|v| v.to_str().ok())
+        && !v.is_empty()
+        && v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    {
+        return v.to_string();
+    }
+    let prefix = PREFIX.get_or_init(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        t ^ std::process::id().rotate_left(16)
+    });
+    format!("{prefix:08x}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Serves `GET /metrics` until `shutdown` resolves.

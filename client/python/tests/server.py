@@ -32,14 +32,14 @@ def server_binary(name: str = "emberdb") -> str:
 class Server:
     """A running `emberdb` process; `addr` is its gRPC address."""
 
-    def __init__(self, data_dir: str, extra_args=()):
+    def __init__(self, data_dir: str, extra_args=(), log_level: str = "info"):
         self.data_dir = data_dir
         self.proc = subprocess.Popen(
             [server_binary(), "--data-dir", data_dir, "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "off", "--log-format", "json", *extra_args],
             stdout=subprocess.PIPE,  # tracing logs to stdout
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, "EMBERDB_LOG": "info"},
+            env={**os.environ, "EMBERDB_LOG": log_level},
         )
         self.addr = None
         self.log = []

@@ -99,7 +99,9 @@ impl Blocking {
             .await
             .map_err(|_| Status::unavailable("server is shutting down"))?;
         let engine = self.engine.clone();
-        match tokio::task::spawn_blocking(move || f(&engine)).await {
+        // The request's span follows the work onto the blocking thread.
+        let span = tracing::Span::current();
+        match tokio::task::spawn_blocking(move || span.in_scope(|| f(&engine))).await {
             Ok(r) => r.map_err(crate::error::to_status),
             Err(e) => {
                 tracing::error!(error = %e, "engine task panicked");
