@@ -134,23 +134,51 @@ fn check_mirror(s: &Shared, v: &Version, store: &Store, f: &mut Findings) -> Res
 
 /// Checks one version. Lock order: writer (Full only), then the index lock.
 pub(crate) fn check(s: &Shared, v: &Version, depth: Depth) -> Result<ConsistencyOut> {
+    check_with(s, v, depth, true)
+}
+
+/// `check`, optionally without re-reading the committed generation files (the report then says
+/// `NoGeneration` for them; only the monitors' cached check asks for that).
+fn check_with(s: &Shared, v: &Version, depth: Depth, verify_files: bool) -> Result<ConsistencyOut> {
     let _writer = match depth {
         Depth::Full => Some(v.writer.lock().map_err(poisoned)?),
         Depth::Graph => None,
     };
     let st = v.index.lock().map_err(poisoned)?;
-    check_locked(s, v, depth, &st)
+    check_locked(s, v, depth, &st, verify_files)
 }
 
 /// The caller holds the version's index lock (`st`), so the graph cannot change meanwhile.
-fn check_locked(s: &Shared, v: &Version, depth: Depth, st: &IndexState) -> Result<ConsistencyOut> {
+fn check_locked(
+    s: &Shared,
+    v: &Version,
+    depth: Depth,
+    st: &IndexState,
+    verify_files: bool,
+) -> Result<ConsistencyOut> {
+    // Reading and checksumming the generation files is file I/O proportional to the graph: it
+    // runs before the store lock is taken (the index lock the caller holds already keeps the
+    // generation from changing), so writers, and the searches queued behind them, never wait on it.
+    let mut file_note = None;
+    let (checksum, generation) = if v.metric().uses_graph() && verify_files {
+        match verify_files_of(s, v) {
+            Ok(Some((m, _, _))) => (ChecksumState::Ok, m.generation),
+            Ok(None) => (ChecksumState::NoGeneration, 0),
+            Err(e) => {
+                file_note = Some(format!("graph files fail verification: {e}"));
+                (ChecksumState::Mismatch, st.generation)
+            }
+        }
+    } else {
+        (ChecksumState::NoGeneration, 0)
+    };
     let store = v.store.read().map_err(poisoned)?;
     let mut f = Findings {
         stored_not_indexed: Vec::new(),
         indexed_not_stored: Vec::new(),
         vector_mismatch: Vec::new(),
         unreachable: Vec::new(),
-        notes: Vec::new(),
+        notes: file_note.into_iter().collect(),
         anonymous: 0,
         mirror_ok: true,
     };
@@ -162,18 +190,6 @@ fn check_locked(s: &Shared, v: &Version, depth: Depth, st: &IndexState) -> Resul
     let mut indexed = 0u64;
     let mut pending = 0u64;
     let mut tombstones = 0u64;
-    let (checksum, generation) = if v.metric().uses_graph() {
-        match v.dir.open_verified() {
-            Ok(Some((m, _, _))) => (ChecksumState::Ok, m.generation),
-            Ok(None) => (ChecksumState::NoGeneration, 0),
-            Err(e) => {
-                f.notes.push(format!("graph files fail verification: {e}"));
-                (ChecksumState::Mismatch, st.generation)
-            }
-        }
-    } else {
-        (ChecksumState::NoGeneration, 0)
-    };
 
     if v.metric().uses_graph() {
         let upto = v.indexed_upto.load(Ordering::SeqCst).min(store.len());
@@ -318,6 +334,23 @@ pub(crate) struct MonitorCheck {
     files_checked: std::time::Instant,
 }
 
+/// Reads and checksums the version's committed generation files (counted).
+fn verify_files_of(
+    s: &Shared,
+    v: &Version,
+) -> Result<
+    Option<(
+        crate::generation::Manifest,
+        std::path::PathBuf,
+        Vec<crate::generation::SlotEntry>,
+    )>,
+> {
+    s.stats
+        .generation_file_checks
+        .fetch_add(1, Ordering::Relaxed);
+    v.dir.open_verified()
+}
+
 /// The monitors' check: graph level, re-walking the graph only when the version
 /// changed since the last walk (op sequence, watermark, graph identity), and
 /// re-reading the committed files at most every `MONITOR_FILE_CHECK_EVERY`
@@ -341,19 +374,29 @@ pub(crate) fn monitor_check(s: &Shared, v: &Version) -> Result<bool> {
                 c
             } else {
                 MonitorCheck {
-                    files_ok: !v.metric().uses_graph() || v.dir.open_verified().is_ok(),
+                    files_ok: !v.metric().uses_graph() || verify_files_of(s, v).is_ok(),
                     files_checked: now,
                     ..c
                 }
             }
         }
         _ => {
-            let r = check(s, v, Depth::Graph)?;
+            // The version changed: walk the graph again, but read the files only when their
+            // turn has come, so a version under steady writes is not re-read on every run.
+            let files_due = cached
+                .is_none_or(|c| now.duration_since(c.files_checked) >= MONITOR_FILE_CHECK_EVERY);
+            let r = check_with(s, v, Depth::Graph, files_due)?;
             MonitorCheck {
                 state,
                 graph_ok: r.graph_ok,
-                files_ok: r.checksum != ChecksumState::Mismatch,
-                files_checked: now,
+                files_ok: match cached {
+                    Some(c) if !files_due => c.files_ok,
+                    _ => r.checksum != ChecksumState::Mismatch,
+                },
+                files_checked: match cached {
+                    Some(c) if !files_due => c.files_checked,
+                    _ => now,
+                },
             }
         }
     };
@@ -403,7 +446,7 @@ fn reload_mirror(s: &Shared, v: &Version) -> Result<()> {
 pub(crate) fn check_and_repair(s: &Arc<Shared>, v: &Version) -> Result<ConsistencyOut> {
     let writer = v.writer.lock().map_err(poisoned)?;
     let mut st = v.index.lock().map_err(poisoned)?;
-    let before = check_locked(s, v, Depth::Full, &st)?;
+    let before = check_locked(s, v, Depth::Full, &st, true)?;
     if before.consistent {
         return Ok(before);
     }

@@ -170,6 +170,8 @@ pub struct EngineStats {
     pub searches_offloaded: AtomicU64,
     /// Evaluations stopped because their caller went away.
     pub evaluations_cancelled: AtomicU64,
+    /// Reads of a version's committed generation files to verify their checksums.
+    pub generation_file_checks: AtomicU64,
 }
 
 struct CollectionState {

@@ -368,3 +368,38 @@ fn a_compacted_copy_caught_up_equals_a_copy_taken_after_the_writes() {
     }
     assert!(copy.len() < st.len());
 }
+
+/// Monitors re-walk the graph after writes, but re-read the generation files only on their
+/// own schedule; CheckConsistency reads them every time.
+#[test]
+fn monitor_checks_after_writes_do_not_reread_generation_files() -> R {
+    let dir = tempfile::tempdir()?;
+    let e = Engine::open(EngineConfig::new(dir.path()))?;
+    e.create_version("c", "v", spec(4))?;
+    e.upsert("c", "v", &pts(0..500, 4))?;
+    let checks = || {
+        e.stats()
+            .generation_file_checks
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let v = e.resolve("c", "v")?;
+    let before = checks();
+    assert!(crate::consistency::monitor_check(e.shared(), &v)?);
+    assert_eq!(
+        checks(),
+        before + 1,
+        "the first monitor check reads the files"
+    );
+    for round in 0..3u64 {
+        e.upsert("c", "v", &pts(500 + round * 10..510 + round * 10, 4))?;
+        assert!(crate::consistency::monitor_check(e.shared(), &v)?);
+    }
+    assert_eq!(
+        checks(),
+        before + 1,
+        "writes alone do not make monitors re-read the files"
+    );
+    e.check_consistency("c", "v", false)?;
+    assert_eq!(checks(), before + 2, "CheckConsistency always reads them");
+    Ok(())
+}
