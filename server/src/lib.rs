@@ -319,19 +319,16 @@ fn refresh_gauges(m: &metrics::Metrics, engine: &Engine) {
         ("corrupt", &s.rebuilds_corrupt),
         ("dead_points", &s.rebuilds_dead),
     ] {
-        let c = m.index_rebuilds.with_label_values(&[reason]);
-        let want = counter.load(Ordering::Relaxed);
-        if want > c.get() {
-            c.inc_by(want - c.get());
-        }
+        catch_up(&m.index_rebuilds.with_label_values(&[reason]), counter);
     }
-    for (counter, want) in [
-        (&m.searches_offloaded, &s.searches_offloaded),
-        (&m.evaluations_cancelled, &s.evaluations_cancelled),
-    ] {
-        let (want, have) = (want.load(Ordering::Relaxed), counter.get());
-        if want > have {
-            counter.inc_by(want - have);
-        }
+    catch_up(&m.searches_offloaded, &s.searches_offloaded);
+    catch_up(&m.evaluations_cancelled, &s.evaluations_cancelled);
+}
+
+/// Brings a Prometheus counter up to the engine's own count (counters only go up).
+fn catch_up(counter: &prometheus::IntCounter, engine_count: &std::sync::atomic::AtomicU64) {
+    let (want, have) = (engine_count.load(Ordering::Relaxed), counter.get());
+    if want > have {
+        counter.inc_by(want - have);
     }
 }

@@ -243,7 +243,6 @@ class _Api:
         self._channel = self._open(target, creds, opts)
         self._calls: Dict[Tuple[str, str], Any] = {}
         self._heads: Dict[Tuple[str, str], bytes] = {}
-        self._searches: Dict[Tuple[Any, ...], Tuple[bytes, bytes]] = {}
 
     def _call(self, service: str, rpc: str):
         c = self._calls.get((service, rpc))
@@ -330,18 +329,8 @@ class _Api:
         labels, nearest first. labels / metadata filter the candidates (any of the labels, every
         metadata pair)."""
         v = _wire.vector_bytes(vector)
-        if labels is None and metadata is None and type(k) is int and type(ef) is int and type(exact) is bool:
-            # The unfiltered case reuses the encoded fields around the vector.
-            key = (collection, version, k, ef, exact)
-            parts = self._searches.get(key)
-            if parts is None:
-                parts = (self._head(collection, version), _wire.search_tail(k, ef, exact, b"", columns=True))
-                if len(self._searches) > 1024:
-                    self._searches.clear()
-                self._searches[key] = parts
-            body = _wire.search_request(parts[0], v, parts[1])
-        else:
-            body = _wire.search_request(self._head(collection, version), v, _wire.search_tail(k, ef, exact, _wire.filter_bytes(labels, metadata), columns=True))
+        tail = _wire.search_tail(k, ef, exact, _wire.filter_bytes(labels, metadata), columns=True)
+        body = _wire.search_request(self._head(collection, version), v, tail)
         return self._unary("Points", "Search", body, _hits)
 
     def _search_batch_requests(self, collection, version, vectors, k, ef, exact, labels, metadata, batch_size, dim) -> Tuple[int, Any]:
