@@ -2,7 +2,8 @@
 # Installs what the test suite needs beyond the build, only when missing:
 # - a Python venv under $HOME/.cache/emberdb with numpy and scikit-learn (the evaluation
 #   cross-check against the seed analysis) and what the Python client and its tests use (grpcio,
-#   protobuf, pandas, tqdm, pytest; grpcio-tools, pinned, for the stale-stubs check);
+#   protobuf, pandas, tqdm, pytest; grpcio-tools, pinned, for the stale-stubs check; hnswlib, the
+#   reference index `ember-graph-bench` measures the graph against);
 # - Debian's dataset-fashion-mnist (the Python client's rollout example test and the benches);
 # - Chromium (the `ember report` rendering test);
 # - Prometheus and promtool (the scrape test, `promtool check metrics|rules`, `promtool test rules`).
@@ -15,8 +16,8 @@ apt_install() {
 }
 
 VENV="${EMBERDB_VENV:-$HOME/.cache/emberdb/venv}"
-PY_PACKAGES=(numpy scikit-learn grpcio protobuf pandas tqdm pytest "grpcio-tools>=1.85,<1.86")
-if ! "$VENV/bin/python" -c 'import numpy, sklearn, grpc, google.protobuf, pandas, tqdm, pytest, grpc_tools' >/dev/null 2>&1; then
+PY_PACKAGES=(numpy scikit-learn grpcio protobuf pandas tqdm pytest "grpcio-tools>=1.85,<1.86" "hnswlib==0.8.0")
+if ! "$VENV/bin/python" -c 'import numpy, sklearn, grpc, google.protobuf, pandas, tqdm, pytest, grpc_tools, hnswlib' >/dev/null 2>&1; then
     echo "setup: preparing $VENV (${PY_PACKAGES[*]})"
     [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV" >/dev/null 2>&1 || { apt_install python3-venv; python3 -m venv "$VENV"; }
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"

@@ -64,6 +64,13 @@ enum Graph {
 pub struct HnswIndex {
     graph: Graph,
     pool: Arc<rayon::ThreadPool>,
+    /// Unique per graph object in this process, so a view knows which graph it came from.
+    id: u64,
+}
+
+fn next_graph_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl HnswIndex {
@@ -78,6 +85,7 @@ impl HnswIndex {
         HnswIndex {
             graph: Graph::Built(hnsw),
             pool,
+            id: next_graph_id(),
         }
     }
 
@@ -86,6 +94,7 @@ impl HnswIndex {
         Ok(HnswIndex {
             graph: Graph::Loaded(LoadedGraph::load(dir, basename)?),
             pool,
+            id: next_graph_id(),
         })
     }
 
@@ -96,18 +105,69 @@ impl HnswIndex {
         }
     }
 
-    /// Calls `f(slot, level, neighbours_by_layer)` for every point in the graph.
-    /// Not concurrent with inserts (the indexer, the only inserter, calls it).
-    pub fn for_each_point(&self, mut f: impl FnMut(usize, usize, &[Vec<usize>])) {
-        let _ = self.for_each_node(|slot, level, layers, _| f(slot, level, layers));
+    /// This graph object's process-unique id.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
-    /// Like [`HnswIndex::for_each_point`], with the vector the graph holds for the
-    /// point (for a loaded graph: read from the mapped data file).
+    /// The build pool (graph post-processing runs on it too).
+    pub fn pool(&self) -> &rayon::ThreadPool {
+        &self.pool
+    }
+
+    /// The graph's nodes below slot `covers`: level, neighbours per layer, and access to the
+    /// vector each node holds (no copy). An empty graph exports as empty: hnsw_rs's point
+    /// iterator panics on a graph without an entry point.
+    pub fn export_raw(&self, covers: usize) -> Result<RawGraph<'_>> {
+        let mut g = RawGraph {
+            entry: None,
+            layers: vec![None; covers],
+            points: vec![None; covers],
+            _index: std::marker::PhantomData,
+        };
+        if self.hnsw().get_nb_point() == 0 {
+            return Ok(g);
+        }
+        guarded("export", || {
+            for p in self.hnsw().get_point_indexation() {
+                let slot = p.get_origin_id();
+                if slot >= covers {
+                    continue;
+                }
+                let level = p.get_point_id().0 as usize;
+                let s = slot as u32;
+                if g.entry
+                    .is_none_or(|(l, e)| level > l || (level == l && s < e))
+                {
+                    g.entry = Some((level, s));
+                }
+                let layers: Vec<Vec<u32>> = p
+                    .get_neighborhood_id()
+                    .iter()
+                    .take(level + 1)
+                    .map(|l| {
+                        l.iter()
+                            .filter(|n| n.d_id < covers)
+                            .map(|n| n.d_id as u32)
+                            .collect()
+                    })
+                    .collect();
+                g.layers[slot] = Some(layers);
+                g.points[slot] = Some(p);
+            }
+        })?;
+        Ok(g)
+    }
+
+    /// Calls `f(slot, level, neighbours_by_layer, vector)` for every node of the graph (for a
+    /// loaded graph the vector is read from the mapped data file). Not concurrent with inserts.
     pub fn for_each_node(
         &self,
         mut f: impl FnMut(usize, usize, &[Vec<usize>], &[f32]),
     ) -> Result<()> {
+        if self.hnsw().get_nb_point() == 0 {
+            return Ok(());
+        }
         guarded("export", || {
             for p in self.hnsw().get_point_indexation() {
                 let layers: Vec<Vec<usize>> = p
@@ -135,6 +195,26 @@ impl HnswIndex {
                 hnsw.insert_slice((v, *slot));
             }
         })
+    }
+}
+
+/// A graph as hnsw_rs holds it, by slot, borrowed from its [`HnswIndex`] for the
+/// duration of an export.
+pub struct RawGraph<'a> {
+    /// (level, slot) of the entry point: highest level, lowest slot.
+    pub entry: Option<(usize, u32)>,
+    /// Per slot: its neighbours on layers 0..=level, or `None` when the slot is not a node.
+    pub layers: Vec<Option<Vec<Vec<u32>>>>,
+    points: Vec<Option<Arc<hnsw_rs::hnsw::Point<'static, f32>>>>,
+    _index: std::marker::PhantomData<&'a HnswIndex>,
+}
+
+impl RawGraph<'_> {
+    /// The vector node `slot` holds (empty when it is not a node).
+    pub fn vector(&self, slot: u32) -> &[f32] {
+        self.points[slot as usize]
+            .as_ref()
+            .map_or(&[][..], |p| p.get_v())
     }
 }
 

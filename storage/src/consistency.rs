@@ -2,15 +2,16 @@
 //!
 //! Three layers are compared: RocksDB (the truth) against the in-memory mirror
 //! (ids, vectors), the mirror against the HNSW graph (which slots are nodes, the
-//! vector each node holds), and the graph against itself (every live node must
-//! be reachable from the entry point our search starts from). The committed
+//! vector each node holds), and the graph search walks against itself (every
+//! live node must be reachable on layer 0 from the entry point search starts
+//! from: the view in `graph_view.rs`). The committed
 //! generation's files are re-checked against their manifest.
 //!
 //! Not errors: points the indexer has not reached yet (searches scan them
 //! exactly) and graph nodes of deleted or overwritten points (masked at search,
 //! dropped by the next rebuild). Both are counted.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -195,11 +196,9 @@ fn check_locked(
         let upto = v.indexed_upto.load(Ordering::SeqCst).min(store.len());
         let ann = v.ann.read().map_err(poisoned)?.clone();
         let mut in_graph = vec![false; store.len()];
-        let mut adjacency: HashMap<usize, Vec<usize>> = HashMap::new();
-        let mut entry: Option<(usize, usize)> = None;
         let (mut unknown, mut duplicate, mut differ) = (0usize, 0usize, 0usize);
         if let Some(ann) = &ann {
-            ann.for_each_node(|slot, level, layers, vector| {
+            ann.for_each_node(|slot, _level, _layers, vector| {
                 if slot >= store.len() {
                     unknown += 1;
                     return;
@@ -208,13 +207,6 @@ fn check_locked(
                     duplicate += 1;
                 }
                 in_graph[slot] = true;
-                if entry.is_none_or(|(l, e)| level > l || (level == l && slot < e)) {
-                    entry = Some((level, slot));
-                }
-                adjacency
-                    .entry(slot)
-                    .or_default()
-                    .extend(layers.iter().flatten().copied());
                 if !store.live[slot] {
                     tombstones += 1;
                     return;
@@ -238,22 +230,15 @@ fn check_locked(
                 pending += 1;
             }
         }
-        // Reachability from the entry point our search uses (highest level, lowest slot).
-        let mut reached = vec![false; store.len()];
-        if let Some((_, e)) = entry {
-            let mut queue = VecDeque::from([e]);
-            reached[e] = true;
-            while let Some(x) = queue.pop_front() {
-                for &n in adjacency.get(&x).map_or(&[][..], Vec::as_slice) {
-                    if n < reached.len() && !reached[n] {
-                        reached[n] = true;
-                        queue.push_back(n);
-                    }
-                }
-            }
-        }
-        let orphans: Vec<u64> = (0..store.len())
-            .filter(|&slot| in_graph[slot] && store.live[slot] && !reached[slot])
+        // Reachability as search walks: layer 0 of the view from its entry point. Slots the view
+        // does not cover are scanned exactly by every search.
+        let view = v.view.read().map_err(poisoned)?.clone();
+        let orphans: Vec<u64> = view
+            .as_ref()
+            .map(|g| g.unreachable())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|&slot| slot < store.len() && store.live[slot])
             .map(|slot| store.ids[slot])
             .collect();
         if lost > 0 {

@@ -1293,7 +1293,7 @@ impl Shared {
                                 if crate::ann::AnnIndex::len(&ix) as u64
                                     == manifest.graph_points =>
                             {
-                                graph = Some((manifest, ix, slots));
+                                graph = Some((manifest, ix, slots, gen_dir));
                             }
                             Ok(_) => {
                                 tracing::warn!(
@@ -1320,7 +1320,7 @@ impl Shared {
         let mut store = Store::new(rec.dim as usize);
         // id → (slot, seq) of the graph's slot map; later slots win.
         let mut slot_of: HashMap<u64, (usize, u64)> = HashMap::new();
-        if let Some((manifest, _, slots)) = &graph {
+        if let Some((manifest, _, slots, _)) = &graph {
             for (slot, e) in slots.iter().enumerate() {
                 store.push_dead(e.id, e.seq);
                 slot_of.insert(e.id, (slot, e.seq));
@@ -1347,12 +1347,28 @@ impl Shared {
         store.applied_seq = stored_seq;
         let live = store.live_count;
         *version.store.write().map_err(poisoned)? = store;
+        // A loaded graph serves only once its searchable view is exported; if that fails, the
+        // generation is not trusted and the indexer rebuilds from the store.
+        let graph = match graph {
+            Some((manifest, ix, slots, gen_dir)) => {
+                version
+                    .indexed_upto
+                    .store(manifest.slot_count as usize, Ordering::SeqCst);
+                let ix = Arc::new(ix);
+                match load_view(&version, &ix, &manifest, &gen_dir) {
+                    Ok(()) => Some((manifest, ix, slots)),
+                    Err(e) => {
+                        tracing::warn!(version_id = rec.id, error = %e, "index graph failed to export; rebuilding from RocksDB");
+                        self.stats.rebuilds_corrupt.fetch_add(1, Ordering::Relaxed);
+                        version.indexed_upto.store(0, Ordering::SeqCst);
+                        *version.view.write().map_err(poisoned)? = None;
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         if let Some((manifest, ix, _)) = graph {
-            version
-                .indexed_upto
-                .store(manifest.slot_count as usize, Ordering::SeqCst);
-            let ix = Arc::new(ix);
-            crate::indexer::refresh_view(&version, &ix)?;
             *version.ann.write().map_err(poisoned)? = Some(ix);
             let mut st = version.index.lock().map_err(poisoned)?;
             st.generation = manifest.generation;
@@ -1403,4 +1419,33 @@ fn highest_gen_on_disk(root: &Path) -> u64 {
                 .unwrap_or(0)
         })
         .unwrap_or(0)
+}
+
+/// Installs the searchable view of a graph loaded from its generation: the generation's own
+/// layer 0 (`links.bin`) when it has one, else the lists are selected again (older generations).
+fn load_view(
+    version: &Version,
+    ix: &HnswIndex,
+    manifest: &crate::generation::Manifest,
+    gen_dir: &Path,
+) -> Result<()> {
+    let has_links = manifest
+        .files
+        .iter()
+        .any(|f| f.name == crate::generation::LINKS_FILE);
+    if !has_links {
+        return crate::indexer::refresh_view(version, ix, crate::graph_view::Refine::Polish);
+    }
+    let path = gen_dir.join(crate::generation::LINKS_FILE);
+    let bytes =
+        std::fs::read(&path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+    let links = crate::generation::decode_links(&bytes)?;
+    let view = crate::graph_view::GraphView::with_links(
+        ix,
+        manifest.slot_count as usize,
+        version.record.m as usize,
+        &links,
+    )?;
+    *version.view.write().map_err(poisoned)? = Some(Arc::new(view));
+    Ok(())
 }

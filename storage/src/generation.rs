@@ -3,6 +3,8 @@
 //! Layout under `<data>/index/<version id>/`:
 //! - `gen-<n>/graph.hnsw.graph`, `gen-<n>/graph.hnsw.data`: the hnsw_rs dump;
 //! - `gen-<n>/slots.bin`: slot → (point id, op seq) for every slot in the graph;
+//! - `gen-<n>/links.bin`: layer 0 as search walks it (`graph_view.rs`), so a reload need not
+//!   select the lists again (a generation without it is polished on load);
 //! - `MANIFEST`: which generation is current, with sizes and CRC32C of every file.
 //!
 //! Commit protocol: write the generation into a fresh directory, fsync its files
@@ -21,6 +23,9 @@ use crate::mmap::file_crc32c;
 
 const MANIFEST_MAGIC: &[u8; 8] = b"EMBMANI\x01";
 const SLOTS_MAGIC: &[u8; 8] = b"EMBSLOT\x01";
+const LINKS_MAGIC: &[u8; 8] = b"EMBLINK\x01";
+/// The searchable layer 0 of a generation (see `graph_view.rs`), when it was written.
+pub const LINKS_FILE: &str = "links.bin";
 /// Bumped whenever any file of a generation changes meaning.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -84,6 +89,12 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     }
     fs::rename(&tmp, path).map_err(io("rename", &tmp))?;
     fsync_dir(dir)
+}
+
+/// Writes a file of a generation being built (`IndexDir::commit` fsyncs and checksums it).
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = File::create(path).map_err(io("create", path))?;
+    f.write_all(bytes).map_err(io("write", path))
 }
 
 fn with_crc(magic: &[u8; 8], body: &[u8]) -> Vec<u8> {
@@ -155,6 +166,55 @@ pub fn decode_slots(bytes: &[u8]) -> Result<Vec<SlotEntry>> {
         .collect())
 }
 
+/// Layer 0 as search walks it, CSR by slot: `offsets` has one entry per slot plus one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Links {
+    pub offsets: Vec<u32>,
+    pub targets: Vec<u32>,
+}
+
+pub fn encode_links(l: &Links) -> Vec<u8> {
+    let mut body = Vec::with_capacity(8 + 4 * (l.offsets.len() + l.targets.len()));
+    body.extend_from_slice(&(l.offsets.len() as u64).to_le_bytes());
+    for x in l.offsets.iter().chain(&l.targets) {
+        body.extend_from_slice(&x.to_le_bytes());
+    }
+    with_crc(LINKS_MAGIC, &body)
+}
+
+/// Checks the CSR shape too: offsets start at 0, never decrease, end at the target count, and
+/// every target names a slot.
+pub fn decode_links(bytes: &[u8]) -> Result<Links> {
+    let body = check_crc(LINKS_MAGIC, bytes, LINKS_FILE)?;
+    let bad = |what: &str| Error::DataCorruption(format!("{LINKS_FILE}: {what}"));
+    if body.len() < 8 || (body.len() - 8) % 4 != 0 {
+        return Err(bad("ragged body"));
+    }
+    let n = u64::from_le_bytes(body[..8].try_into().expect("8"));
+    let words: Vec<u32> = body[8..]
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().expect("4")))
+        .collect();
+    if n == 0 || n > words.len() as u64 {
+        return Err(bad("offset count out of range"));
+    }
+    let (offsets, targets) = words.split_at(n as usize);
+    let slots = offsets.len() - 1;
+    if offsets[0] != 0
+        || offsets.windows(2).any(|w| w[0] > w[1])
+        || offsets[slots] as usize != targets.len()
+    {
+        return Err(bad("offsets are not a CSR index"));
+    }
+    if targets.iter().any(|&t| t as usize >= slots) {
+        return Err(bad("a link names a slot outside the graph"));
+    }
+    Ok(Links {
+        offsets: offsets.to_vec(),
+        targets: targets.to_vec(),
+    })
+}
+
 /// Paths of one version's index directory.
 #[derive(Debug, Clone)]
 pub struct IndexDir {
@@ -203,11 +263,15 @@ impl IndexDir {
                 .map_err(io("write", &slots_path))?;
         }
         let mut files = Vec::new();
-        for name in [
+        let mut names = vec![
             format!("{}.hnsw.graph", manifest.basename),
             format!("{}.hnsw.data", manifest.basename),
             "slots.bin".to_string(),
-        ] {
+        ];
+        if dir.join(LINKS_FILE).is_file() {
+            names.push(LINKS_FILE.to_string());
+        }
+        for name in names {
             let p = dir.join(&name);
             // hnsw_rs flushes but never fsyncs its dump.
             File::open(&p)

@@ -1,19 +1,33 @@
-//! A read-only copy of an HNSW graph in flat arrays, searched by our own routine.
+//! The graph our searches walk: hnsw_rs builds it, we export it into flat arrays, improve its
+//! bottom layer, make every node reachable, and search it with our own routine.
 //!
-//! Why: hnsw_rs 0.3.5's `search` descends the upper layers with a single hop per
-//! layer (it scans the pivot's neighbours once instead of walking until no
-//! neighbour is closer). On well-separated clusters the layer-0 search can then
-//! start in the wrong cluster and never leave it. Its insertion descends
-//! properly, so the graph is sound; we export it (`Point::get_neighborhood_id`)
-//! and search it with the standard algorithm: greedy descent to convergence on
-//! every upper layer, then a beam of width `ef` on layer 0. Distances use our
-//! SIMD kernel on the store's vectors; no locks or `Arc`s per visited node.
+//! Why our own copy:
+//! - hnsw_rs 0.3.5's `search` descends the upper layers one hop per layer (it scans the pivot's
+//!   neighbours once instead of walking until no neighbour is closer). On well-separated clusters
+//!   layer 0 then starts in the wrong cluster and never leaves it. We descend to convergence on
+//!   every upper layer, then run a beam of width `ef` on layer 0.
+//! - hnsw_rs keeps a node's layer-0 list as its `2M` *nearest* inserted neighbours: each reverse
+//!   link pushes the new point and drops the farthest, where hnswlib re-runs the diversity
+//!   heuristic. In dense or near-duplicate clusters the lists fill with near twins, long links
+//!   between clusters are dropped, and a node whose every in-link was dropped is unreachable (1 %
+//!   of Fashion-MNIST, over 10 % of tight twin clusters). So on export each node's layer-0 list
+//!   is re-selected from its out- and in-links by the same heuristic hnswlib applies (keep a
+//!   candidate only when it is closer to the node than to every neighbour kept so far, nearest
+//!   first, at most `2M`), each kept link gets its reverse where the target has room (as
+//!   hnswlib links a new point back from its neighbours), and then every node still
+//!   unreachable from the entry point is linked in from its nearest reachable nodes.
+//!
+//! Distances use our SIMD kernel; no locks or `Arc`s per visited node.
 
 use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
-use crate::ann::HnswIndex;
+use rayon::prelude::*;
+
+use crate::ann::{HnswIndex, RawGraph};
+use crate::distance::l2sq;
+use crate::error::Result;
 
 /// Total order on f32 distances for the heaps.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -30,6 +44,15 @@ impl Ord for D {
     }
 }
 
+/// What making the graph whole took.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Nodes unreachable from the entry point after the layer-0 refinement.
+    pub orphans: usize,
+    /// Of those, linked from a node whose list was already full (the list grew past `2M`).
+    pub over_budget: usize,
+}
+
 #[derive(Debug, Default)]
 pub struct GraphView {
     /// Slots below this were in the graph when it was exported.
@@ -41,6 +64,25 @@ pub struct GraphView {
     targets: Vec<u32>,
     /// Layers 1.. : slot → neighbours (few points live there).
     upper: Vec<HashMap<u32, Vec<u32>>>,
+    /// Whether each slot below `covers` is a node.
+    present: Vec<bool>,
+    pub link_stats: LinkStats,
+    /// [`HnswIndex::id`] of the graph this view was exported from.
+    source: u64,
+    /// Nodes whose list was selected in this export (the rest came from the previous view).
+    pub refined: usize,
+    /// How this view's lists were selected.
+    pub refine: Refine,
+}
+
+/// How much work an export puts into layer 0.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Refine {
+    /// From hnsw_rs's out- and in-links only: while a bulk load is being indexed.
+    #[default]
+    Quick,
+    /// Also from the neighbours' lists: once the indexer has caught up, after a rebuild or a load.
+    Polish,
 }
 
 thread_local! {
@@ -48,51 +90,188 @@ thread_local! {
     static VISITED: RefCell<(Vec<u32>, u32)> = const { RefCell::new((Vec::new(), 0)) };
 }
 
+/// Polish: neighbours (nearest first) whose own lists join a node's candidates.
+const TWO_HOP_FANOUT: usize = 8;
+
 impl GraphView {
-    /// Exports the graph; `covers` is the slot watermark at export time.
-    pub fn export(index: &HnswIndex, covers: usize) -> GraphView {
-        let mut adj0: Vec<Vec<u32>> = vec![Vec::new(); covers];
-        let mut upper: Vec<HashMap<u32, Vec<u32>>> = Vec::new();
-        let mut entry: Option<(usize, u32)> = None;
-        index.for_each_point(|slot, level, layers| {
-            if slot >= covers {
-                return;
+    /// Exports the graph below slot `covers` (the watermark at export time), refines layer 0 and
+    /// links every unreachable node in. `m` is the version's M (layer 0 keeps at most `2M`).
+    ///
+    /// [`Refine::Quick`] selects every node's list from its hnsw_rs out- and in-links.
+    /// [`Refine::Polish`] adds the lists of its nearest neighbours to the candidates and selects
+    /// from the `ef_construction / 2` nearest; with `prev`, a polished view of the same graph
+    /// (same [`HnswIndex::id`]), only nodes new since `prev` and the nodes whose hnsw_rs lists
+    /// they changed are selected again, the rest keep their lists.
+    pub fn export(
+        index: &HnswIndex,
+        covers: usize,
+        m: usize,
+        ef_construction: usize,
+        mode: Refine,
+        prev: Option<&GraphView>,
+    ) -> Result<GraphView> {
+        let raw = index.export_raw(covers)?;
+        let prev = prev.filter(|p| {
+            mode == Refine::Polish
+                && p.refine == Refine::Polish
+                && p.source == index.id()
+                && p.covers <= covers
+        });
+        let m0 = (2 * m).max(2);
+        let present: Vec<bool> = raw.layers.iter().map(Option::is_some).collect();
+        let out0: Vec<&[u32]> = raw
+            .layers
+            .iter()
+            .map(|l| {
+                l.as_ref()
+                    .and_then(|l| l.first())
+                    .map_or(&[][..], Vec::as_slice)
+            })
+            .collect();
+        let mut inn: Vec<Vec<u32>> = vec![Vec::new(); covers];
+        for (u, outs) in out0.iter().enumerate() {
+            for &v in *outs {
+                inn[v as usize].push(u as u32);
             }
-            let s = slot as u32;
-            if entry.is_none_or(|(l, e)| level > l || (level == l && s < e)) {
-                entry = Some((level, s));
-            }
-            for (layer, nbs) in layers.iter().enumerate() {
-                let ids: Vec<u32> = nbs
-                    .iter()
-                    .filter(|&&n| n < covers)
-                    .map(|&n| n as u32)
-                    .collect();
-                if layer == 0 {
-                    adj0[slot] = ids;
-                } else if layer <= level {
-                    if upper.len() < layer {
-                        upper.resize_with(layer, HashMap::new);
-                    }
-                    upper[layer - 1].insert(s, ids);
+        }
+        let prev_links = |u: usize| -> &[u32] {
+            prev.filter(|p| u < p.covers && p.present[u])
+                .map_or(&[][..], |p| p.layer0(u as u32))
+        };
+        // What to select again: every node, or the new ones and those their insertion touched.
+        let mut dirty = vec![prev.is_none(); covers];
+        if let Some(p) = prev {
+            for u in (0..covers).filter(|&u| present[u] && (u >= p.covers || !p.present[u])) {
+                dirty[u] = true;
+                for &v in out0[u].iter().chain(&inn[u]) {
+                    dirty[v as usize] = true;
                 }
             }
+        }
+        let dist = |a: u32, b: u32| l2sq(raw.vector(a), raw.vector(b));
+        let (fanout, cap) = match mode {
+            Refine::Quick => (0, usize::MAX),
+            Refine::Polish => (TWO_HOP_FANOUT, (ef_construction / 2).max(m0)),
+        };
+        let mut adj: Vec<Vec<u32>> = index.pool().install(|| {
+            (0..covers)
+                .into_par_iter()
+                .map(|u| {
+                    if !present[u] {
+                        Vec::new()
+                    } else if !dirty[u] {
+                        prev_links(u).to_vec()
+                    } else {
+                        let mut c: Vec<u32> = prev_links(u).to_vec();
+                        c.extend_from_slice(out0[u]);
+                        c.extend_from_slice(&inn[u]);
+                        for &v in out0[u].iter().take(fanout) {
+                            c.extend_from_slice(out0[v as usize]);
+                        }
+                        select_diverse(u as u32, c, m0, cap, &dist)
+                    }
+                })
+                .collect()
         });
-        let mut offsets = Vec::with_capacity(covers + 1);
-        let mut targets = Vec::new();
-        offsets.push(0u32);
-        for a in &adj0 {
-            targets.extend_from_slice(a);
-            offsets.push(targets.len() as u32);
-        }
-        GraphView {
+        drop(inn);
+        add_reverse_links(&mut adj, &dirty, m0);
+        let refined = dirty.iter().filter(|&&d| d).count();
+        Ok(Self::assemble(
+            &raw,
             covers,
-            entry: entry.map(|e| e.1),
-            max_level: entry.map_or(0, |e| e.0),
-            offsets,
-            targets,
-            upper,
+            adj,
+            m0,
+            index.id(),
+            mode,
+            refined,
+        ))
+    }
+
+    /// A view of `index` whose layer 0 is `links` (read back from a committed generation that
+    /// covers `covers` slots); orphans, if any, are linked in as on every export.
+    pub fn with_links(
+        index: &HnswIndex,
+        covers: usize,
+        m: usize,
+        links: &crate::generation::Links,
+    ) -> Result<GraphView> {
+        if links.offsets.len() != covers + 1 {
+            return Err(crate::error::Error::DataCorruption(format!(
+                "links.bin covers {} slots, the generation {covers}",
+                links.offsets.len().saturating_sub(1)
+            )));
         }
+        let raw = index.export_raw(covers)?;
+        let adj: Vec<Vec<u32>> = links
+            .offsets
+            .windows(2)
+            .map(|w| links.targets[w[0] as usize..w[1] as usize].to_vec())
+            .collect();
+        let m0 = (2 * m).max(2);
+        Ok(Self::assemble(
+            &raw,
+            covers,
+            adj,
+            m0,
+            index.id(),
+            Refine::Polish,
+            0,
+        ))
+    }
+
+    /// Layer 0 as search walks it, for a generation's `links.bin`.
+    pub fn links(&self) -> crate::generation::Links {
+        crate::generation::Links {
+            offsets: self.offsets.clone(),
+            targets: self.targets.clone(),
+        }
+    }
+
+    /// Whether this view was exported from `index` and covers `covers` slots, polished.
+    pub fn is_final_for(&self, index: &HnswIndex, covers: usize) -> bool {
+        self.source == index.id() && self.covers == covers && self.refine == Refine::Polish
+    }
+
+    /// Upper layers from hnsw_rs, layer 0 from `adj` with every orphan linked in, as CSR.
+    fn assemble(
+        raw: &RawGraph<'_>,
+        covers: usize,
+        mut adj: Vec<Vec<u32>>,
+        m0: usize,
+        source: u64,
+        refine: Refine,
+        refined: usize,
+    ) -> GraphView {
+        let mut upper: Vec<HashMap<u32, Vec<u32>>> = Vec::new();
+        for (slot, layers) in raw.layers.iter().enumerate() {
+            for (layer, nbs) in layers.iter().flatten().enumerate().skip(1) {
+                if upper.len() < layer {
+                    upper.resize_with(layer, HashMap::new);
+                }
+                upper[layer - 1].insert(slot as u32, nbs.clone());
+            }
+        }
+        let mut view = GraphView {
+            covers,
+            entry: raw.entry.map(|e| e.1),
+            max_level: raw.entry.map_or(0, |e| e.0),
+            offsets: Vec::new(),
+            targets: Vec::new(),
+            upper,
+            present: raw.layers.iter().map(Option::is_some).collect(),
+            link_stats: LinkStats::default(),
+            source,
+            refined,
+            refine,
+        };
+        view.link_stats = view.link_orphans(&mut adj, m0, &|s| raw.vector(s));
+        view.offsets.reserve(covers + 1);
+        view.offsets.push(0);
+        for a in &adj {
+            view.targets.extend_from_slice(a);
+            view.offsets.push(view.targets.len() as u32);
+        }
+        view
     }
 
     fn layer0(&self, s: u32) -> &[u32] {
@@ -103,18 +282,29 @@ impl GraphView {
         &self.targets[a..b]
     }
 
-    /// Up to `k` (slot, distance) pairs passing `pass`, nearest first. `dist(slot)`
-    /// is the distance from the query to a slot's vector.
-    pub fn search(
-        &self,
-        k: usize,
-        ef: usize,
-        dist: impl Fn(u32) -> f32,
-        pass: Option<&(dyn Fn(usize) -> bool + Sync)>,
-    ) -> Vec<(usize, f32)> {
-        let Some(mut ep) = self.entry else {
-            return Vec::new();
-        };
+    /// Nodes that search can never reach: not reachable on layer 0 from the entry point.
+    pub fn unreachable(&self) -> Vec<usize> {
+        let mut reached = vec![false; self.covers];
+        let mut stack: Vec<u32> = self.entry.into_iter().collect();
+        for &e in &stack {
+            reached[e as usize] = true;
+        }
+        while let Some(x) = stack.pop() {
+            for &n in self.layer0(x) {
+                if !reached[n as usize] {
+                    reached[n as usize] = true;
+                    stack.push(n);
+                }
+            }
+        }
+        (0..self.covers)
+            .filter(|&s| self.present[s] && !reached[s])
+            .collect()
+    }
+
+    /// Greedy descent to convergence on every upper layer: the layer-0 start for `dist`.
+    fn descend(&self, dist: &impl Fn(u32) -> f32) -> Option<(u32, f32)> {
+        let mut ep = self.entry?;
         let mut d_ep = dist(ep);
         for layer in (1..=self.max_level).rev() {
             let Some(adj) = self.upper.get(layer - 1) else {
@@ -135,6 +325,95 @@ impl GraphView {
                 }
             }
         }
+        Some((ep, d_ep))
+    }
+
+    /// Marks every node reachable on layer 0 from the entry point.
+    fn reachable(&self, adj: &[Vec<u32>]) -> Vec<bool> {
+        let mut reached = vec![false; self.covers];
+        if let Some(e) = self.entry {
+            mark_from(adj, e, &mut reached);
+        }
+        reached
+    }
+
+    /// Links every node unreachable from the entry point into the graph: the nearest reachable
+    /// node with room in its list gets an edge to it (the nearest one, over budget, when every
+    /// candidate is full), and it gets an edge back. Orphans are taken in slot order, and what an
+    /// orphan's own edges reach becomes reachable with it.
+    fn link_orphans<'v>(
+        &self,
+        adj: &mut [Vec<u32>],
+        m0: usize,
+        vector: &(dyn Fn(u32) -> &'v [f32] + Sync),
+    ) -> LinkStats {
+        let mut stats = LinkStats::default();
+        let mut reached = self.reachable(adj);
+        let mut marks = vec![0u32; self.covers];
+        let mut epoch = 0u32;
+        for o in 0..self.covers {
+            if !self.present[o] || reached[o] {
+                continue;
+            }
+            stats.orphans += 1;
+            let q = vector(o as u32);
+            let dist = |s: u32| l2sq(q, vector(s));
+            let (Some((mut ep, mut d_ep)), Some(entry)) = (self.descend(&dist), self.entry) else {
+                break;
+            };
+            // The descent can end in a part of layer 0 the entry does not reach; start from the
+            // entry then, so the beam finds reachable nodes.
+            if !reached[ep as usize] {
+                (ep, d_ep) = (entry, dist(entry));
+            }
+            epoch += 1;
+            let near = beam(
+                |s| adj[s as usize].as_slice(),
+                &mut marks,
+                epoch,
+                ep,
+                d_ep,
+                m0.max(64),
+                &dist,
+                Some(&|s: usize| reached[s]),
+            );
+            let o32 = o as u32;
+            let target = near
+                .iter()
+                .find(|(r, _)| adj[*r as usize].len() < m0)
+                .or_else(|| {
+                    stats.over_budget += usize::from(!near.is_empty());
+                    near.first()
+                });
+            let Some(&(r, _)) = target else {
+                continue;
+            };
+            adj[r as usize].push(o32);
+            if let Some(&(r0, _)) = near.first()
+                && !adj[o].contains(&r0)
+            {
+                if adj[o].len() >= m0 {
+                    adj[o].pop();
+                }
+                adj[o].push(r0);
+            }
+            mark_from(adj, o32, &mut reached);
+        }
+        stats
+    }
+
+    /// Up to `k` (slot, distance) pairs passing `pass`, nearest first. `dist(slot)`
+    /// is the distance from the query to a slot's vector.
+    pub fn search(
+        &self,
+        k: usize,
+        ef: usize,
+        dist: impl Fn(u32) -> f32,
+        pass: Option<&(dyn Fn(usize) -> bool + Sync)>,
+    ) -> Vec<(usize, f32)> {
+        let Some((ep, d_ep)) = self.descend(&dist) else {
+            return Vec::new();
+        };
         let ef = ef.max(k);
         VISITED.with(|v| {
             let (marks, epoch) = &mut *v.borrow_mut();
@@ -146,44 +425,125 @@ impl GraphView {
                 marks.iter_mut().for_each(|m| *m = 0);
                 *epoch = 1;
             }
-            let epoch = *epoch;
-            let ok = |s: u32| pass.is_none_or(|p| p(s as usize));
-            // candidates: nearest first; results: worst first, at most ef passing points.
-            let mut cand: BinaryHeap<Reverse<(D, u32)>> = BinaryHeap::new();
-            let mut res: BinaryHeap<(D, u32)> = BinaryHeap::new();
-            marks[ep as usize] = epoch;
-            cand.push(Reverse((D(d_ep), ep)));
-            if ok(ep) {
-                res.push((D(d_ep), ep));
-            }
-            while let Some(Reverse((D(d), s))) = cand.pop() {
-                if res.len() >= ef && res.peek().is_some_and(|w| d > w.0.0) {
-                    break;
-                }
-                for &n in self.layer0(s) {
-                    let m = &mut marks[n as usize];
-                    if *m == epoch {
-                        continue;
-                    }
-                    *m = epoch;
-                    let dn = dist(n);
-                    let worst = res.peek().map_or(f32::INFINITY, |w| w.0.0);
-                    if res.len() < ef || dn < worst {
-                        cand.push(Reverse((D(dn), n)));
-                        if ok(n) {
-                            res.push((D(dn), n));
-                            if res.len() > ef {
-                                res.pop();
-                            }
-                        }
-                    }
-                }
-            }
             let mut out: Vec<(usize, f32)> =
-                res.into_iter().map(|(D(d), s)| (s as usize, d)).collect();
-            out.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+                beam(|s| self.layer0(s), marks, *epoch, ep, d_ep, ef, &dist, pass)
+                    .into_iter()
+                    .map(|(s, d)| (s as usize, d))
+                    .collect();
             out.truncate(k);
             out
         })
     }
+}
+
+/// Marks what `from` reaches on layer 0 (iteratively; graphs are deep).
+fn mark_from(adj: &[Vec<u32>], from: u32, reached: &mut [bool]) {
+    if reached[from as usize] {
+        return;
+    }
+    reached[from as usize] = true;
+    let mut stack = vec![from];
+    while let Some(x) = stack.pop() {
+        for &n in &adj[x as usize] {
+            if !reached[n as usize] {
+                reached[n as usize] = true;
+                stack.push(n);
+            }
+        }
+    }
+}
+
+/// hnswlib's neighbour heuristic: of the `cap` candidates nearest to `u`, nearest first, a
+/// candidate is kept only when no kept neighbour is closer to it than `u` is; at most `m0`.
+fn select_diverse(
+    u: u32,
+    mut cand: Vec<u32>,
+    m0: usize,
+    cap: usize,
+    dist: &(impl Fn(u32, u32) -> f32 + Sync),
+) -> Vec<u32> {
+    cand.retain(|&c| c != u);
+    cand.sort_unstable();
+    cand.dedup();
+    let mut scored: Vec<(f32, u32)> = cand.into_iter().map(|c| (dist(u, c), c)).collect();
+    scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    scored.truncate(cap);
+    let mut kept: Vec<u32> = Vec::with_capacity(m0);
+    for (d, c) in scored {
+        if kept.len() >= m0 {
+            break;
+        }
+        if kept.iter().all(|&k| dist(c, k) >= d) {
+            kept.push(c);
+        }
+    }
+    kept
+}
+
+/// For every link u → v of a re-selected node u, adds v → u where v's list has room (below
+/// `m0`): hnswlib links each new point back from the neighbours it selected; the heuristic alone
+/// leaves most lists short and the graph one-directional. Taken in slot order (deterministic).
+fn add_reverse_links(adj: &mut [Vec<u32>], dirty: &[bool], m0: usize) {
+    let forward: Vec<(u32, u32)> = adj
+        .iter()
+        .enumerate()
+        .filter(|(u, _)| dirty[*u])
+        .flat_map(|(u, outs)| outs.iter().map(move |&v| (u as u32, v)))
+        .collect();
+    for (u, v) in forward {
+        let l = &mut adj[v as usize];
+        if l.len() < m0 && !l.contains(&u) {
+            l.push(u);
+        }
+    }
+}
+
+/// Beam search of width `ef` on layer 0 from `ep`: up to `ef` (slot, distance) pairs passing
+/// `pass`, nearest first (ties by slot). `marks[s] == epoch` means visited.
+#[allow(clippy::too_many_arguments)]
+fn beam<'a>(
+    adj: impl Fn(u32) -> &'a [u32],
+    marks: &mut [u32],
+    epoch: u32,
+    ep: u32,
+    d_ep: f32,
+    ef: usize,
+    dist: &impl Fn(u32) -> f32,
+    pass: Option<&(dyn Fn(usize) -> bool + Sync)>,
+) -> Vec<(u32, f32)> {
+    let ok = |s: u32| pass.is_none_or(|p| p(s as usize));
+    // candidates: nearest first; results: worst first, at most ef passing points.
+    let mut cand: BinaryHeap<Reverse<(D, u32)>> = BinaryHeap::new();
+    let mut res: BinaryHeap<(D, u32)> = BinaryHeap::new();
+    marks[ep as usize] = epoch;
+    cand.push(Reverse((D(d_ep), ep)));
+    if ok(ep) {
+        res.push((D(d_ep), ep));
+    }
+    while let Some(Reverse((D(d), s))) = cand.pop() {
+        if res.len() >= ef && res.peek().is_some_and(|w| d > w.0.0) {
+            break;
+        }
+        for &n in adj(s) {
+            let m = &mut marks[n as usize];
+            if *m == epoch {
+                continue;
+            }
+            *m = epoch;
+            let dn = dist(n);
+            let worst = res.peek().map_or(f32::INFINITY, |w| w.0.0);
+            if res.len() < ef || dn < worst {
+                cand.push(Reverse((D(dn), n)));
+                if ok(n) {
+                    res.push((D(dn), n));
+                    if res.len() > ef {
+                        res.pop();
+                    }
+                }
+            }
+        }
+    }
+    let mut out: Vec<(u32, f32)> = res.into_iter().map(|(D(d), s)| (s, d)).collect();
+    out.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    out
 }

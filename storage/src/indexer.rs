@@ -11,6 +11,7 @@ use crate::ann::{AnnIndex, HnswIndex};
 use crate::engine::Shared;
 use crate::error::Result;
 use crate::generation::{FORMAT_VERSION, Manifest, SlotEntry};
+use crate::graph_view::Refine;
 use crate::version::{IndexState, Version, poisoned};
 
 pub(crate) struct Indexer {
@@ -108,8 +109,11 @@ fn step(s: &Shared, v: &Arc<Version>) -> Result<bool> {
             .as_ref()
             .map_or(0, |g| g.covers);
         // Re-export while bulk loading once the view lags by 10% (the lag is scanned exactly).
-        if end - covered >= (covered / 10).max(4 * s.config.index_chunk) {
-            refresh_view(v, &ann)?;
+        if end == len {
+            // Caught up: the view that will serve from now on is polished.
+            refresh_view(v, &ann, Refine::Polish)?;
+        } else if end - covered >= (covered / 10).max(4 * s.config.index_chunk) {
+            refresh_view(v, &ann, Refine::Quick)?;
         }
         st.unpersisted += end - upto;
         st.last_change = Some(Instant::now());
@@ -123,14 +127,15 @@ fn step(s: &Shared, v: &Arc<Version>) -> Result<bool> {
         return Ok(true);
     }
     if let Some(ann) = v.ann.read().map_err(poisoned)?.clone() {
-        let covered = v
+        // Caught up: the view covers every indexed slot, polished.
+        let (covered, polished) = v
             .view
             .read()
             .map_err(poisoned)?
             .as_ref()
-            .map_or(0, |g| g.covers);
-        if covered < upto {
-            refresh_view(v, &ann)?;
+            .map_or((0, false), |g| (g.covers, g.refine == Refine::Polish));
+        if covered < upto || !polished {
+            refresh_view(v, &ann, Refine::Polish)?;
             return Ok(true);
         }
     }
@@ -146,12 +151,22 @@ fn step(s: &Shared, v: &Arc<Version>) -> Result<bool> {
 
 /// Re-exports the graph into the version's searchable view, covering every
 /// slot below the current watermark.
-pub(crate) fn refresh_view(v: &Version, ann: &HnswIndex) -> Result<()> {
+pub(crate) fn refresh_view(v: &Version, ann: &HnswIndex, mode: Refine) -> Result<()> {
     let covers = v.indexed_upto.load(Ordering::SeqCst);
     let started = Instant::now();
-    let view = crate::graph_view::GraphView::export(ann, covers);
+    let prev = v.view.read().map_err(poisoned)?.clone();
+    let view = crate::graph_view::GraphView::export(
+        ann,
+        covers,
+        v.record.m as usize,
+        v.record.ef_construction as usize,
+        mode,
+        prev.as_deref(),
+    )?;
+    let (links, refined) = (view.link_stats, view.refined);
     *v.view.write().map_err(poisoned)? = Some(Arc::new(view));
-    tracing::debug!(version = %v.record.name, covers, elapsed_ms = started.elapsed().as_millis() as u64, "graph view refreshed");
+    tracing::debug!(version = %v.record.name, covers, refined, orphans_linked = links.orphans,
+        over_budget = links.over_budget, elapsed_ms = started.elapsed().as_millis() as u64, "graph view refreshed");
     Ok(())
 }
 
@@ -240,7 +255,14 @@ pub(crate) fn rebuild_with(
         from = to;
     }
     let covers = kept.len();
-    let view = crate::graph_view::GraphView::export(&fresh, covers);
+    let view = crate::graph_view::GraphView::export(
+        &fresh,
+        covers,
+        v.record.m as usize,
+        v.record.ef_construction as usize,
+        Refine::Polish,
+        None,
+    )?;
     // Copy under the read lock (writers and searches go on), then catch up and swap
     // under the write lock: store, graph and watermark change together, and searches
     // read all three under the read lock.
@@ -288,9 +310,30 @@ pub(crate) fn persist(s: &Shared, v: &Version, st: &mut IndexState) -> Result<bo
             .collect();
         (slots, store.applied_seq)
     };
+    // The generation carries the searchable layer 0 too, so a reload need not select it again.
+    let current = |v: &Version| -> Result<Option<Arc<crate::graph_view::GraphView>>> {
+        Ok(v.view
+            .read()
+            .map_err(poisoned)?
+            .clone()
+            .filter(|g| g.is_final_for(&ann, upto)))
+    };
+    let view = match current(v)? {
+        Some(g) => g,
+        None => {
+            refresh_view(v, &ann, Refine::Polish)?;
+            current(v)?.ok_or_else(|| {
+                crate::error::Error::Internal("graph view does not cover the watermark".into())
+            })?
+        }
+    };
     let generation = st.generation + 1;
     let dir = v.dir.create_gen_dir(generation)?;
     let basename = ann.dump(&dir)?;
+    crate::generation::write_file(
+        &dir.join(crate::generation::LINKS_FILE),
+        &crate::generation::encode_links(&view.links()),
+    )?;
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         generation,

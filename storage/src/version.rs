@@ -367,9 +367,17 @@ impl Version {
         if !self.metric().uses_graph() {
             return Ok((live, live));
         }
+        // Indexed = in the graph search walks: the view's coverage (slots the indexer holds
+        // beyond it are scanned exactly until the next export).
         let upto = self.indexed_upto.load(Ordering::SeqCst);
+        let covers = self
+            .view
+            .read()
+            .map_err(poisoned)?
+            .as_ref()
+            .map_or(0, |g| g.covers);
         // Block counts: a scrape or Describe costs the same at 10k points as at 1M.
-        let indexed = store.live_below(upto) as u64;
+        let indexed = store.live_below(upto.min(covers)) as u64;
         Ok((live, indexed))
     }
 }

@@ -38,6 +38,30 @@ pub fn spawn(dir: &std::path::Path, port: u16, extra: &[&str]) -> Server {
     Server(child)
 }
 
+/// [`spawn`] with stdout (the server's log) and stderr (panic messages) appended to `log`.
+pub fn spawn_logged(
+    dir: &std::path::Path,
+    port: u16,
+    extra: &[&str],
+    log: &std::path::Path,
+) -> Server {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("open server log");
+    let child = Command::new(env!("CARGO_BIN_EXE_emberdb"))
+        .args(["--data-dir", dir.to_str().expect("utf8 path")])
+        .args(["--grpc-addr", &format!("127.0.0.1:{port}")])
+        .args(["--metrics-addr", "off"])
+        .args(extra)
+        .stdout(Stdio::from(file.try_clone().expect("clone log handle")))
+        .stderr(Stdio::from(file))
+        .spawn()
+        .expect("spawn emberdb");
+    Server(child)
+}
+
 /// A client once the server answers (at most 60 s).
 pub async fn connect(port: u16) -> anyhow::Result<Client> {
     let deadline = Instant::now() + Duration::from_secs(60);
