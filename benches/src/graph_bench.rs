@@ -52,6 +52,9 @@ struct Args {
     /// Skip the overwrite/compaction and restart phases.
     #[arg(long)]
     quick: bool,
+    /// Timed passes over the queries per ef (the best counts).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
 }
 
 const K: usize = 10;
@@ -202,7 +205,7 @@ fn bench(a: &Args, python: &str, script: &Path, d: &Dataset, tmp: &Path) -> anyh
                 .collect())
         })
         .collect::<anyhow::Result<_>>()?;
-    let ours = sweep(&engine, d, &truth, &a.ef)?;
+    let ours = sweep(&engine, d, &truth, &a.ef, a.repeat)?;
 
     // hnswlib on the same rows and queries.
     data::write_npy_f32(&tmp.join("train.npy"), &d.train)?;
@@ -358,12 +361,18 @@ fn bench(a: &Args, python: &str, script: &Path, d: &Dataset, tmp: &Path) -> anyh
     Ok(())
 }
 
-fn sweep(e: &Engine, d: &Dataset, truth: &[Vec<u64>], efs: &[usize]) -> anyhow::Result<Vec<Row>> {
+fn sweep(
+    e: &Engine,
+    d: &Dataset,
+    truth: &[Vec<u64>],
+    efs: &[usize],
+    repeat: usize,
+) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     for &ef in efs {
         let mut hits = 0usize;
         let mut best = 0f64;
-        for rep in 0..3 {
+        for rep in 0..repeat.max(1) {
             let t = Instant::now();
             for (q, tr) in d.queries.iter().zip(truth) {
                 let p = SearchParams {
