@@ -48,6 +48,59 @@ struct Args {
     /// Points per UpsertStream message.
     #[arg(long, default_value_t = 500)]
     batch: usize,
+    /// The server's `--graph-park-after-s` (its default is 30).
+    #[arg(long, default_value_t = 30.0)]
+    park_after_s: f64,
+}
+
+/// `GET /metrics` on loopback, the value of one unlabelled sample (NaN when absent).
+fn scrape(port: u16, name: &str) -> f64 {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return f64::NAN;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = write!(s, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Starts `emberdb` on `dir` and waits until it answers.
+async fn start_server(
+    dir: &std::path::Path,
+    park_after_s: f64,
+) -> anyhow::Result<(ServerProc, Client, u16)> {
+    let (port, metrics_port) = (free_port()?, free_port()?);
+    let child = Command::new(server_bin()?)
+        .args(["--data-dir", dir.to_str().unwrap_or(".")])
+        .args(["--grpc-addr", &format!("127.0.0.1:{port}")])
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+        .args(["--graph-park-after-s", &park_after_s.to_string()])
+        .env("EMBERDB_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()?;
+    let server = ServerProc(child);
+    let addr = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let c = loop {
+        if let Ok(mut c) = Client::connect(addr.clone()).await
+            && c.list_collections().await.is_ok()
+        {
+            break c;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    Ok((server, c, metrics_port))
 }
 
 struct ServerProc(Child);
@@ -135,27 +188,8 @@ async fn bench_dataset(args: &Args, d: data::Dataset) -> anyhow::Result<()> {
         d.queries.len().min(args.queries)
     );
     let dir = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let child = Command::new(server_bin()?)
-        .args(["--data-dir", dir.path().to_str().unwrap_or(".")])
-        .args(["--grpc-addr", &format!("127.0.0.1:{port}")])
-        .args(["--metrics-addr", "off"])
-        .env("EMBERDB_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()?;
-    let server = ServerProc(child);
+    let (server, mut c, metrics_port) = start_server(dir.path(), args.park_after_s).await?;
     let pid = server.0.id();
-    let addr = format!("http://127.0.0.1:{port}");
-    let mut c = loop {
-        if let Ok(mut c) = Client::connect(addr.clone()).await
-            && c.list_collections().await.is_ok()
-        {
-            break c;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
     let (col, ver) = ("bench", "v1");
     emberdb_benches::create_l2_version(&mut c, col, ver, d.dim, args.m, args.ef_construction)
         .await?;
@@ -195,6 +229,19 @@ async fn bench_dataset(args: &Args, d: data::Dataset) -> anyhow::Result<()> {
     }
     let ready = started.elapsed();
     let rss = rss_mib(pid);
+    // Once committed and idle, hnsw_rs's own graph leaves memory.
+    let park_wait = Instant::now();
+    let mut parked = false;
+    while args.park_after_s >= 0.0
+        && park_wait.elapsed() < Duration::from_secs_f64(args.park_after_s + 120.0)
+    {
+        if scrape(metrics_port, "emberdb_index_graph_parks_total") >= 1.0 {
+            parked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rss_parked = rss_mib(pid);
     println!(
         "ingest: {n} points in {:.2} s = {:.0} points/s (durable, UpsertStream, batches of {})",
         ingest.as_secs_f64(),
@@ -206,9 +253,18 @@ async fn bench_dataset(args: &Args, d: data::Dataset) -> anyhow::Result<()> {
         ready.as_secs_f64(),
         n as f64 / ready.as_secs_f64()
     );
+    let raw_mib = (d.train.len() * d.dim * 4) as f64 / 1048576.0;
+    // The bar: 1.6 × (raw f32 + int8 codes + 4 bytes × 2M layer-0 links per point) + 150 MiB.
+    let bar = 1.6
+        * (raw_mib + raw_mib / 4.0 + (d.train.len() * 4 * 2 * args.m as usize) as f64 / 1048576.0)
+        + 150.0;
     println!(
-        "server RSS after load: {rss:.0} MiB (raw vectors: {:.0} MiB)",
-        (d.train.len() * d.dim * 4) as f64 / 1048576.0
+        "server RSS: {rss:.0} MiB once indexed (hnsw_rs graph resident), {rss_parked:.0} MiB {} (raw vectors: {raw_mib:.0} MiB; bar {bar:.0} MiB)",
+        if parked {
+            "after the graph was parked"
+        } else {
+            "(graph never parked)"
+        },
     );
 
     // Ground truth through the exact path, on both cores.
@@ -300,6 +356,32 @@ async fn bench_dataset(args: &Args, d: data::Dataset) -> anyhow::Result<()> {
     // Graceful stop: the server commits the graph generation.
     Command::new("kill")
         .args(["-TERM", &pid.to_string()])
+        .status()?;
+    let mut server = server;
+    server.0.wait()?;
+
+    // Restart: time until every point is served by the graph again, and RSS then.
+    let t = Instant::now();
+    let (server, mut c, _) = start_server(dir.path(), args.park_after_s).await?;
+    loop {
+        let v = c.describe(col, ver).await?;
+        if v.indexed_count == v.point_count && v.point_count as usize == n as usize {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.search(col, ver, queries[0].clone(), 10, SearchOptions::default())
+        .await?;
+    let restart = t.elapsed();
+    println!(
+        "server restart: serving every point from the graph {:.2} s after the process started; RSS {:.0} MiB",
+        restart.as_secs_f64(),
+        rss_mib(server.0.id())
+    );
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
         .status()?;
     let mut server = server;
     server.0.wait()?;

@@ -40,6 +40,9 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// Concurrency and memory limits of evaluations (the `[limits]` table).
     pub limits: LimitsConfig,
+    /// How long a committed, idle version keeps hnsw_rs's graph in memory (`--graph-park-after-s`);
+    /// `None` keeps it resident.
+    pub graph_park_after: Option<std::time::Duration>,
 }
 
 /// PEM contents of the server's TLS identity and, for mutual TLS, the CA that signs client
@@ -116,6 +119,7 @@ impl ServerConfig {
             keys: Arc::new(auth::Keyring::default()),
             tls: None,
             limits: LimitsConfig::default(),
+            graph_park_after: EngineConfig::new("").graph_park_after,
         }
     }
 }
@@ -162,6 +166,7 @@ pub async fn run(
     }
     let mut engine_config = EngineConfig::new(config.data_dir.clone());
     engine_config.eval = config.eval.clone();
+    engine_config.graph_park_after = config.graph_park_after;
     engine_config.eval.exact_memory_bytes = Some(config.limits.evaluation_memory_bytes);
     let engine = tokio::task::spawn_blocking(move || Engine::open(engine_config)).await??;
     let engine = Arc::new(engine);
@@ -322,6 +327,8 @@ fn refresh_gauges(m: &metrics::Metrics, engine: &Engine) {
         catch_up(&m.index_rebuilds.with_label_values(&[reason]), counter);
     }
     catch_up(&m.searches_offloaded, &s.searches_offloaded);
+    catch_up(&m.graphs_parked, &s.graphs_parked);
+    catch_up(&m.graphs_reloaded, &s.graphs_reloaded);
     catch_up(&m.evaluations_cancelled, &s.evaluations_cancelled);
 }
 

@@ -51,6 +51,11 @@ struct Args {
     /// reach the port could read and drop every collection).
     #[arg(long)]
     insecure_no_auth: bool,
+    /// Seconds after a version's last insert, once its graph is committed, before hnsw_rs's own
+    /// copy of the graph leaves memory (searches walk EmberDB's view of it; the next insert loads
+    /// it back from disk). A negative value keeps it resident.
+    #[arg(long, default_value_t = 30.0, allow_negative_numbers = true)]
+    graph_park_after_s: f64,
 }
 
 fn read_pem(flag: &str, path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
@@ -120,6 +125,14 @@ fn main() -> anyhow::Result<()> {
                 keys: std::sync::Arc::new(keys),
                 tls,
                 limits: file.limits,
+                graph_park_after: if args.graph_park_after_s < 0.0 {
+                    None
+                } else {
+                    Some(
+                        std::time::Duration::try_from_secs_f64(args.graph_park_after_s)
+                            .map_err(|e| anyhow::anyhow!("--graph-park-after-s: {e}"))?,
+                    )
+                },
             };
             emberdb_server::run(config, grpc, metrics, shutdown_signal()).await
         })

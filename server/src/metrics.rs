@@ -84,6 +84,8 @@ pub struct Metrics {
     pub points: IntGaugeVec,
     pub index_rebuilds: IntCounterVec,
     pub searches_offloaded: IntCounter,
+    pub graphs_parked: IntCounter,
+    pub graphs_reloaded: IntCounter,
     pub evaluations_cancelled: IntCounter,
     /// Search latency by collection and the version that answered (aliases resolved).
     pub search_latency: HistogramVec,
@@ -283,6 +285,16 @@ impl Metrics {
             "Evaluations and operations stopped because their client went away (cancelled or disconnected)",
         )?;
         registry.register(Box::new(evaluations_cancelled.clone()))?;
+        let graphs_parked = IntCounter::new(
+            "emberdb_index_graph_parks_total",
+            "hnsw_rs graphs dropped from memory once committed and idle (searches walk the view; the next insert reloads the graph)",
+        )?;
+        registry.register(Box::new(graphs_parked.clone()))?;
+        let graphs_reloaded = IntCounter::new(
+            "emberdb_index_graph_reloads_total",
+            "Parked graphs loaded back from their committed generation for new inserts",
+        )?;
+        registry.register(Box::new(graphs_reloaded.clone()))?;
         Ok(Arc::new(Metrics {
             registry,
             requests,
@@ -290,6 +302,8 @@ impl Metrics {
             points,
             index_rebuilds,
             searches_offloaded,
+            graphs_parked,
+            graphs_reloaded,
             evaluations_cancelled,
             search_latency,
             recall_at_k,

@@ -173,13 +173,30 @@ fn check_locked(
     } else {
         (ChecksumState::NoGeneration, 0)
     };
+    // A parked graph is not resident: a full check loads its generation for the walk (before the
+    // store lock, like the file reads); the monitors' graph-level check takes its nodes from the
+    // view read from that generation, whose files the checksums cover.
+    let mut load_note = None;
+    let parked = v.parked.load(Ordering::SeqCst);
+    let resident = v.ann.read().map_err(poisoned)?.clone();
+    let ann = match (resident, parked, depth) {
+        (Some(a), _, _) => Some(a),
+        (None, 0, _) | (None, _, Depth::Graph) => None,
+        (None, generation, Depth::Full) => match load_parked(s, v, generation) {
+            Ok(a) => Some(Arc::new(a)),
+            Err(e) => {
+                load_note = Some(format!("the committed graph failed to load: {e}"));
+                None
+            }
+        },
+    };
     let store = v.store.read().map_err(poisoned)?;
     let mut f = Findings {
         stored_not_indexed: Vec::new(),
         indexed_not_stored: Vec::new(),
         vector_mismatch: Vec::new(),
         unreachable: Vec::new(),
-        notes: file_note.into_iter().collect(),
+        notes: file_note.into_iter().chain(load_note).collect(),
         anonymous: 0,
         mirror_ok: true,
     };
@@ -194,9 +211,24 @@ fn check_locked(
 
     if v.metric().uses_graph() {
         let upto = v.indexed_upto.load(Ordering::SeqCst).min(store.len());
-        let ann = v.ann.read().map_err(poisoned)?.clone();
+        let view = v.view.read().map_err(poisoned)?.clone();
         let mut in_graph = vec![false; store.len()];
         let (mut unknown, mut duplicate, mut differ) = (0usize, 0usize, 0usize);
+        if let (None, Depth::Graph, Some(g)) = (&ann, depth, view.as_ref().filter(|_| parked != 0))
+        {
+            for slot in (0..g.covers).filter(|&s| g.is_node(s)) {
+                if slot >= store.len() {
+                    unknown += 1;
+                    continue;
+                }
+                in_graph[slot] = true;
+                if store.live[slot] {
+                    indexed += 1;
+                } else {
+                    tombstones += 1;
+                }
+            }
+        }
         if let Some(ann) = &ann {
             ann.for_each_node(|slot, _level, _layers, vector| {
                 if slot >= store.len() {
@@ -232,7 +264,6 @@ fn check_locked(
         }
         // Reachability as search walks: layer 0 of the view from its entry point. Slots the view
         // does not cover are scanned exactly by every search.
-        let view = v.view.read().map_err(poisoned)?.clone();
         let orphans: Vec<u64> = view
             .as_ref()
             .map(|g| g.unreachable())
@@ -343,12 +374,15 @@ fn verify_files_of(
 pub(crate) fn monitor_check(s: &Shared, v: &Version) -> Result<bool> {
     let state = {
         let applied = v.store.read().map_err(poisoned)?.applied_seq;
+        // The resident graph, or the parked generation (odd: never an aligned pointer).
         let graph = v
             .ann
             .read()
             .map_err(poisoned)?
             .as_ref()
-            .map_or(0, |a| Arc::as_ptr(a) as usize);
+            .map_or(2 * v.parked.load(Ordering::SeqCst) as usize + 1, |a| {
+                Arc::as_ptr(a) as usize
+            });
         (applied, v.indexed_upto.load(Ordering::SeqCst), graph)
     };
     let cached = *v.graph_check.lock().map_err(poisoned)?;
@@ -389,6 +423,14 @@ pub(crate) fn monitor_check(s: &Shared, v: &Version) -> Result<bool> {
     Ok(entry.graph_ok && entry.files_ok)
 }
 
+/// The graph of a parked version's committed generation, loaded for one check.
+fn load_parked(s: &Shared, v: &Version, generation: u64) -> Result<crate::ann::HnswIndex> {
+    let (manifest, gen_dir, _) = v.dir.open_verified()?.ok_or_else(|| {
+        crate::error::Error::DataCorruption(format!("parked generation {generation} is gone"))
+    })?;
+    crate::ann::HnswIndex::load(&gen_dir, &manifest.basename, s.build_pool.clone())
+}
+
 /// Reloads the mirror from RocksDB (caller holds writer and index locks) and
 /// drops the graph, so the rebuild that follows starts from the truth.
 fn reload_mirror(s: &Shared, v: &Version) -> Result<()> {
@@ -421,6 +463,7 @@ fn reload_mirror(s: &Shared, v: &Version) -> Result<()> {
     v.indexed_upto.store(0, Ordering::SeqCst);
     *v.view.write().map_err(poisoned)? = None;
     *v.ann.write().map_err(poisoned)? = None;
+    v.parked.store(0, Ordering::SeqCst);
     *v.store.write().map_err(poisoned)? = store;
     *v.loo_cache.lock().map_err(poisoned)? = None;
     Ok(())

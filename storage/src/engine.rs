@@ -73,6 +73,10 @@ pub struct EngineConfig {
     pub eval: EvalConfig,
     /// Nice value of the monitor thread (19 = yield to everything else).
     pub monitor_nice: i32,
+    /// Once a version's graph is committed and no insert came for this long, hnsw_rs's own
+    /// structure is dropped: searches walk the view, and the next insert reloads the graph
+    /// from its generation. `None` keeps it resident.
+    pub graph_park_after: Option<std::time::Duration>,
 }
 
 impl EngineConfig {
@@ -89,6 +93,7 @@ impl EngineConfig {
             eval_threads: cores,
             eval: EvalConfig::default(),
             monitor_nice: 19,
+            graph_park_after: Some(std::time::Duration::from_secs(30)),
         }
     }
 }
@@ -163,6 +168,10 @@ pub struct EngineStats {
     pub loads: AtomicU64,
     /// Generations committed.
     pub generations_committed: AtomicU64,
+    /// hnsw_rs graphs dropped from memory once committed and idle (see `graph_park_after`).
+    pub graphs_parked: AtomicU64,
+    /// Parked graphs loaded back from their generation for new inserts.
+    pub graphs_reloaded: AtomicU64,
     /// Versions repaired by CheckConsistency.
     pub repairs: AtomicU64,
     /// Unfiltered ANN searches the graph could not answer alone (no graph yet, or a long
@@ -1226,6 +1235,7 @@ impl Shared {
             ann: RwLock::new(None),
             view: RwLock::new(None),
             indexed_upto: AtomicUsize::new(0),
+            parked: AtomicU64::new(0),
             index: Mutex::new(IndexState::default()),
             dropped: AtomicBool::new(false),
             loo_cache: Mutex::new(None),
@@ -1287,26 +1297,7 @@ impl Shared {
                         );
                         self.stats.rebuilds_corrupt.fetch_add(1, Ordering::Relaxed);
                     } else {
-                        match HnswIndex::load(&gen_dir, &manifest.basename, self.build_pool.clone())
-                        {
-                            Ok(ix)
-                                if crate::ann::AnnIndex::len(&ix) as u64
-                                    == manifest.graph_points =>
-                            {
-                                graph = Some((manifest, ix, slots, gen_dir));
-                            }
-                            Ok(_) => {
-                                tracing::warn!(
-                                    version_id = rec.id,
-                                    "index graph point count differs from manifest; rebuilding"
-                                );
-                                self.stats.rebuilds_corrupt.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(e) => {
-                                tracing::warn!(version_id = rec.id, error = %e, "index graph failed to load; rebuilding from RocksDB");
-                                self.stats.rebuilds_corrupt.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
+                        graph = Some((manifest, slots, gen_dir));
                     }
                 }
                 Ok(None) => {}
@@ -1320,7 +1311,7 @@ impl Shared {
         let mut store = Store::new(rec.dim as usize);
         // id → (slot, seq) of the graph's slot map; later slots win.
         let mut slot_of: HashMap<u64, (usize, u64)> = HashMap::new();
-        if let Some((manifest, _, slots, _)) = &graph {
+        if let Some((manifest, slots, _)) = &graph {
             for (slot, e) in slots.iter().enumerate() {
                 store.push_dead(e.id, e.seq);
                 slot_of.insert(e.id, (slot, e.seq));
@@ -1347,16 +1338,15 @@ impl Shared {
         store.applied_seq = stored_seq;
         let live = store.live_count;
         *version.store.write().map_err(poisoned)? = store;
-        // A loaded graph serves only once its searchable view is exported; if that fails, the
-        // generation is not trusted and the indexer rebuilds from the store.
+        // A generation serves once its view is installed; if that fails, it is not trusted and
+        // the indexer rebuilds from the store.
         let graph = match graph {
-            Some((manifest, ix, slots, gen_dir)) => {
+            Some((manifest, _, gen_dir)) => {
                 version
                     .indexed_upto
                     .store(manifest.slot_count as usize, Ordering::SeqCst);
-                let ix = Arc::new(ix);
-                match load_view(&version, &ix, &manifest, &gen_dir) {
-                    Ok(()) => Some((manifest, ix, slots)),
+                match load_view(&version, &manifest, &gen_dir, &self.build_pool) {
+                    Ok(ix) => Some((manifest, ix)),
                     Err(e) => {
                         tracing::warn!(version_id = rec.id, error = %e, "index graph failed to export; rebuilding from RocksDB");
                         self.stats.rebuilds_corrupt.fetch_add(1, Ordering::Relaxed);
@@ -1368,11 +1358,17 @@ impl Shared {
             }
             None => None,
         };
-        if let Some((manifest, ix, _)) = graph {
-            *version.ann.write().map_err(poisoned)? = Some(ix);
+        if let Some((manifest, ix)) = graph {
             let mut st = version.index.lock().map_err(poisoned)?;
             st.generation = manifest.generation;
-            st.mapped_generation = Some(manifest.generation);
+            match ix {
+                // Loaded only because the generation's view had to be selected again.
+                Some(ix) => {
+                    *version.ann.write().map_err(poisoned)? = Some(ix);
+                    st.mapped_generation = Some(manifest.generation);
+                }
+                None => version.parked.store(manifest.generation, Ordering::SeqCst),
+            }
             dir.remove_other_generations(&[manifest.generation]);
             self.stats.loads.fetch_add(1, Ordering::Relaxed);
             tracing::info!(collection, version = %rec.name, points = live, generation = manifest.generation,
@@ -1421,31 +1417,49 @@ fn highest_gen_on_disk(root: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Installs the searchable view of a graph loaded from its generation: the generation's own
-/// layer 0 (`links.bin`) when it has one, else the lists are selected again (older generations).
+/// Installs the searchable view of a committed generation: the view it recorded (`links.bin`),
+/// with hnsw_rs's graph left on disk until an insert needs it (`Ok(None)`: the version is parked).
+/// Generations without a usable `links.bin` load hnsw_rs's graph and select the view again.
 fn load_view(
     version: &Version,
-    ix: &HnswIndex,
     manifest: &crate::generation::Manifest,
     gen_dir: &Path,
-) -> Result<()> {
+    pool: &Arc<rayon::ThreadPool>,
+) -> Result<Option<Arc<HnswIndex>>> {
     let has_links = manifest
         .files
         .iter()
         .any(|f| f.name == crate::generation::LINKS_FILE);
-    if !has_links {
-        return crate::indexer::refresh_view(version, ix, crate::graph_view::Refine::Polish);
+    if has_links {
+        let path = gen_dir.join(crate::generation::LINKS_FILE);
+        let recorded = std::fs::read(&path)
+            .map_err(|e| Error::io(format!("read {}", path.display()), e))
+            .and_then(|b| crate::generation::decode_links(&b))
+            .and_then(|l| {
+                crate::graph_view::GraphView::from_links(l, manifest.slot_count as usize)
+            });
+        match recorded {
+            Ok(view)
+                if view.nodes() as u64 == manifest.graph_points
+                    && view.unreachable().is_empty() =>
+            {
+                *version.view.write().map_err(poisoned)? = Some(Arc::new(view));
+                return Ok(None);
+            }
+            Ok(_) => tracing::warn!(
+                version_id = version.record.id,
+                "recorded graph view disagrees with its generation; selecting it again"
+            ),
+            Err(e) => tracing::warn!(version_id = version.record.id, error = %e,
+                "recorded graph view unusable; selecting it again"),
+        }
     }
-    let path = gen_dir.join(crate::generation::LINKS_FILE);
-    let bytes =
-        std::fs::read(&path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
-    let links = crate::generation::decode_links(&bytes)?;
-    let view = crate::graph_view::GraphView::with_links(
-        ix,
-        manifest.slot_count as usize,
-        version.record.m as usize,
-        &links,
-    )?;
-    *version.view.write().map_err(poisoned)? = Some(Arc::new(view));
-    Ok(())
+    let ix = HnswIndex::load(gen_dir, &manifest.basename, pool.clone())?;
+    if crate::ann::AnnIndex::len(&ix) as u64 != manifest.graph_points {
+        return Err(Error::DataCorruption(
+            "index graph point count differs from manifest".into(),
+        ));
+    }
+    crate::indexer::refresh_view(version, &ix, crate::graph_view::Refine::Polish)?;
+    Ok(Some(Arc::new(ix)))
 }

@@ -23,7 +23,7 @@ use crate::mmap::file_crc32c;
 
 const MANIFEST_MAGIC: &[u8; 8] = b"EMBMANI\x01";
 const SLOTS_MAGIC: &[u8; 8] = b"EMBSLOT\x01";
-const LINKS_MAGIC: &[u8; 8] = b"EMBLINK\x01";
+const LINKS_MAGIC: &[u8; 8] = b"EMBLINK\x02";
 /// The searchable layer 0 of a generation (see `graph_view.rs`), when it was written.
 pub const LINKS_FILE: &str = "links.bin";
 /// Bumped whenever any file of a generation changes meaning.
@@ -166,52 +166,134 @@ pub fn decode_slots(bytes: &[u8]) -> Result<Vec<SlotEntry>> {
         .collect())
 }
 
-/// Layer 0 as search walks it, CSR by slot: `offsets` has one entry per slot plus one.
+/// The graph as search walks it: every layer, so a committed generation serves searches without
+/// hnsw_rs's own structure in memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Links {
+    /// Entry point of the descent (`None` for a graph without nodes).
+    pub entry: Option<u32>,
+    /// Per slot: its top layer, or [`NOT_A_NODE`].
+    pub levels: Vec<u8>,
+    /// Layer 0, CSR by slot: `offsets` has one entry per slot plus one.
     pub offsets: Vec<u32>,
     pub targets: Vec<u32>,
+    /// Layers 1..: (slot, neighbours) of the nodes on that layer, by slot.
+    pub upper: Vec<Vec<(u32, Vec<u32>)>>,
 }
 
+/// [`Links::levels`] of a slot that is not a graph node.
+pub const NOT_A_NODE: u8 = u8::MAX;
+
 pub fn encode_links(l: &Links) -> Vec<u8> {
-    let mut body = Vec::with_capacity(8 + 4 * (l.offsets.len() + l.targets.len()));
-    body.extend_from_slice(&(l.offsets.len() as u64).to_le_bytes());
+    let mut body =
+        Vec::with_capacity(16 + l.levels.len() + 4 * (l.offsets.len() + l.targets.len()));
+    let mut put = |x: u32| body.extend_from_slice(&x.to_le_bytes());
+    put(l.levels.len() as u32);
+    put(l.entry.unwrap_or(u32::MAX));
+    put(l.upper.len() as u32);
     for x in l.offsets.iter().chain(&l.targets) {
-        body.extend_from_slice(&x.to_le_bytes());
+        put(*x);
     }
+    for layer in &l.upper {
+        put(layer.len() as u32);
+        for (slot, nbs) in layer {
+            put(*slot);
+            put(nbs.len() as u32);
+            nbs.iter().for_each(|&n| put(n));
+        }
+    }
+    body.extend_from_slice(&l.levels);
     with_crc(LINKS_MAGIC, &body)
 }
 
-/// Checks the CSR shape too: offsets start at 0, never decrease, end at the target count, and
-/// every target names a slot.
+/// Checks the shape too: layer 0 is a CSR index, every link names a node of that layer, each
+/// upper layer lists exactly the nodes whose level reaches it, and the entry is a top node.
 pub fn decode_links(bytes: &[u8]) -> Result<Links> {
     let body = check_crc(LINKS_MAGIC, bytes, LINKS_FILE)?;
     let bad = |what: &str| Error::DataCorruption(format!("{LINKS_FILE}: {what}"));
-    if body.len() < 8 || (body.len() - 8) % 4 != 0 {
-        return Err(bad("ragged body"));
-    }
-    let n = u64::from_le_bytes(body[..8].try_into().expect("8"));
-    let words: Vec<u32> = body[8..]
+    let mut words = body
         .chunks_exact(4)
-        .map(|c| u32::from_le_bytes(c.try_into().expect("4")))
-        .collect();
-    if n == 0 || n > words.len() as u64 {
-        return Err(bad("offset count out of range"));
+        .map(|c| u32::from_le_bytes(c.try_into().expect("4")));
+    let mut next = |what: &str| words.next().ok_or_else(|| bad(what));
+    let n = next("header")? as usize;
+    let entry = next("header")?;
+    let layers = next("header")? as usize;
+    if layers >= NOT_A_NODE as usize {
+        return Err(bad("too many layers"));
     }
-    let (offsets, targets) = words.split_at(n as usize);
-    let slots = offsets.len() - 1;
-    if offsets[0] != 0
-        || offsets.windows(2).any(|w| w[0] > w[1])
-        || offsets[slots] as usize != targets.len()
-    {
+    // Every count is checked against the bytes left before anything is allocated.
+    let left = |used_words: usize| body.len().saturating_sub(4 * used_words);
+    if left(3) < n || (left(3) - n) / 4 < n + 1 {
+        return Err(bad("slot count out of range"));
+    }
+    let offsets: Vec<u32> = (0..=n).map(|_| next("offsets")).collect::<Result<_>>()?;
+    let total = offsets[n] as usize;
+    if offsets[0] != 0 || offsets.windows(2).any(|w| w[0] > w[1]) || (left(4 + n) - n) / 4 < total {
         return Err(bad("offsets are not a CSR index"));
     }
-    if targets.iter().any(|&t| t as usize >= slots) {
-        return Err(bad("a link names a slot outside the graph"));
+    let targets: Vec<u32> = (0..total).map(|_| next("links")).collect::<Result<_>>()?;
+    let mut used = 4 + n + total;
+    let mut upper = Vec::with_capacity(layers);
+    for _ in 0..layers {
+        let count = next("layer")? as usize;
+        used += 1;
+        if count > n {
+            return Err(bad("layer larger than the graph"));
+        }
+        let mut layer = Vec::with_capacity(count);
+        for _ in 0..count {
+            let slot = next("layer")?;
+            let deg = next("layer")? as usize;
+            used += 2;
+            if (left(used).saturating_sub(n)) / 4 < deg {
+                return Err(bad("neighbour list runs past the end"));
+            }
+            let nbs: Vec<u32> = (0..deg).map(|_| next("layer")).collect::<Result<_>>()?;
+            used += deg;
+            layer.push((slot, nbs));
+        }
+        upper.push(layer);
     }
+    let rest = &body[4 * used..];
+    if rest.len() != n {
+        return Err(bad("level table size"));
+    }
+    let levels = rest.to_vec();
+    let level = |s: u32| levels.get(s as usize).copied().unwrap_or(NOT_A_NODE);
+    let on = |s: u32, l: usize| level(s) != NOT_A_NODE && level(s) as usize >= l;
+    for s in 0..n {
+        let list = &targets[offsets[s] as usize..offsets[s + 1] as usize];
+        if (!list.is_empty() && !on(s as u32, 0)) || list.iter().any(|&t| !on(t, 0)) {
+            return Err(bad("a layer-0 link names a slot that is not a node"));
+        }
+    }
+    for (i, layer) in upper.iter().enumerate() {
+        let l = i + 1;
+        let expected = levels
+            .iter()
+            .filter(|&&x| x != NOT_A_NODE && x as usize >= l)
+            .count();
+        if layer.len() != expected
+            || layer.windows(2).any(|w| w[0].0 >= w[1].0)
+            || layer
+                .iter()
+                .any(|(s, nbs)| !on(*s, l) || nbs.iter().any(|&t| !on(t, l)))
+        {
+            return Err(bad("an upper layer disagrees with the level table"));
+        }
+    }
+    let top = levels.iter().filter(|&&x| x != NOT_A_NODE).max().copied();
+    let entry = match (entry, top) {
+        (u32::MAX, None) => None,
+        (e, Some(t)) if level(e) == t && t as usize == layers => Some(e),
+        _ => return Err(bad("the entry point is not a node of the top layer")),
+    };
     Ok(Links {
-        offsets: offsets.to_vec(),
-        targets: targets.to_vec(),
+        entry,
+        levels,
+        offsets,
+        targets,
+        upper,
     })
 }
 

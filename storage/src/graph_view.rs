@@ -22,6 +22,7 @@
 use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use rayon::prelude::*;
 
@@ -67,8 +68,8 @@ pub struct GraphView {
     /// Whether each slot below `covers` is a node.
     present: Vec<bool>,
     pub link_stats: LinkStats,
-    /// [`HnswIndex::id`] of the graph this view was exported from.
-    source: u64,
+    /// [`HnswIndex::id`] of the graph this view was exported from (or adopted by).
+    source: AtomicU64,
     /// Nodes whose list was selected in this export (the rest came from the previous view).
     pub refined: usize,
     /// How this view's lists were selected.
@@ -114,7 +115,7 @@ impl GraphView {
         let prev = prev.filter(|p| {
             mode == Refine::Polish
                 && p.refine == Refine::Polish
-                && p.source == index.id()
+                && p.source.load(AtomicOrdering::Relaxed) == index.id()
                 && p.covers <= covers
         });
         let m0 = (2 * m).max(2);
@@ -187,49 +188,94 @@ impl GraphView {
         ))
     }
 
-    /// A view of `index` whose layer 0 is `links` (read back from a committed generation that
-    /// covers `covers` slots); orphans, if any, are linked in as on every export.
-    pub fn with_links(
-        index: &HnswIndex,
-        covers: usize,
-        m: usize,
-        links: &crate::generation::Links,
-    ) -> Result<GraphView> {
-        if links.offsets.len() != covers + 1 {
+    /// The view a committed generation recorded (`links.bin`): no hnsw_rs graph is needed to
+    /// serve it. It belongs to no graph until [`GraphView::adopt`] ties it to one.
+    pub fn from_links(links: crate::generation::Links, covers: usize) -> Result<GraphView> {
+        let crate::generation::Links {
+            entry,
+            levels,
+            offsets,
+            targets,
+            upper,
+        } = links;
+        if levels.len() != covers {
             return Err(crate::error::Error::DataCorruption(format!(
                 "links.bin covers {} slots, the generation {covers}",
-                links.offsets.len().saturating_sub(1)
+                levels.len()
             )));
         }
-        let raw = index.export_raw(covers)?;
-        let adj: Vec<Vec<u32>> = links
-            .offsets
-            .windows(2)
-            .map(|w| links.targets[w[0] as usize..w[1] as usize].to_vec())
-            .collect();
-        let m0 = (2 * m).max(2);
-        Ok(Self::assemble(
-            &raw,
+        Ok(GraphView {
             covers,
-            adj,
-            m0,
-            index.id(),
-            Refine::Polish,
-            0,
-        ))
+            entry,
+            max_level: upper.len(),
+            offsets,
+            targets,
+            upper: upper
+                .into_iter()
+                .map(|layer| layer.into_iter().collect())
+                .collect(),
+            present: levels
+                .iter()
+                .map(|&l| l != crate::generation::NOT_A_NODE)
+                .collect(),
+            link_stats: LinkStats::default(),
+            source: AtomicU64::new(0),
+            refined: 0,
+            refine: Refine::Polish,
+        })
     }
 
-    /// Layer 0 as search walks it, for a generation's `links.bin`.
+    /// The whole graph as search walks it, for a generation's `links.bin`.
     pub fn links(&self) -> crate::generation::Links {
+        let mut levels: Vec<u8> = self
+            .present
+            .iter()
+            .map(|&p| if p { 0 } else { crate::generation::NOT_A_NODE })
+            .collect();
+        let upper = self
+            .upper
+            .iter()
+            .enumerate()
+            .map(|(i, layer)| {
+                let mut l: Vec<(u32, Vec<u32>)> =
+                    layer.iter().map(|(s, n)| (*s, n.clone())).collect();
+                l.sort_unstable_by_key(|e| e.0);
+                for (s, _) in &l {
+                    levels[*s as usize] = levels[*s as usize].max(i as u8 + 1);
+                }
+                l
+            })
+            .collect();
         crate::generation::Links {
+            entry: self.entry,
+            levels,
             offsets: self.offsets.clone(),
             targets: self.targets.clone(),
+            upper,
         }
+    }
+
+    /// Ties this view to `index`, the graph loaded from the generation the view was read from,
+    /// so the next export refines only what later inserts change.
+    pub fn adopt(&self, index: &HnswIndex) {
+        self.source.store(index.id(), AtomicOrdering::Relaxed);
+    }
+
+    /// Whether `slot` is a graph node.
+    pub fn is_node(&self, slot: usize) -> bool {
+        self.present.get(slot).copied().unwrap_or(false)
+    }
+
+    /// Graph nodes in the view.
+    pub fn nodes(&self) -> usize {
+        self.present.iter().filter(|&&p| p).count()
     }
 
     /// Whether this view was exported from `index` and covers `covers` slots, polished.
     pub fn is_final_for(&self, index: &HnswIndex, covers: usize) -> bool {
-        self.source == index.id() && self.covers == covers && self.refine == Refine::Polish
+        self.source.load(AtomicOrdering::Relaxed) == index.id()
+            && self.covers == covers
+            && self.refine == Refine::Polish
     }
 
     /// Upper layers from hnsw_rs, layer 0 from `adj` with every orphan linked in, as CSR.
@@ -260,7 +306,7 @@ impl GraphView {
             upper,
             present: raw.layers.iter().map(Option::is_some).collect(),
             link_stats: LinkStats::default(),
-            source,
+            source: AtomicU64::new(source),
             refined,
             refine,
         };

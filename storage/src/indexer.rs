@@ -97,7 +97,11 @@ fn step(s: &Shared, v: &Arc<Version>) -> Result<bool> {
     };
     let (points, end) = chunk;
     if upto < len {
-        let ann = ensure_graph(s, v, len)?;
+        let Some(ann) = resident_graph(s, v, &mut st, len)? else {
+            // The parked generation did not load back: build afresh from the store.
+            rebuild_with(s, v, &mut st, false)?;
+            return Ok(true);
+        };
         let refs: Vec<(usize, &[f32])> = points.iter().map(|(s, p)| (*s, p.as_slice())).collect();
         ann.insert(&refs)?;
         // Insert first, then publish: a search that sees the new watermark sees the points.
@@ -146,7 +150,85 @@ fn step(s: &Shared, v: &Arc<Version>) -> Result<bool> {
         persist(s, v, &mut st)?;
         return Ok(true);
     }
+    if may_park(s, v, &st)? {
+        park(s, v, &mut st)?;
+        return Ok(true);
+    }
     Ok(false)
+}
+
+/// Whether the resident hnsw_rs graph is committed as it is, the view serves all of it, and no
+/// insert came for `graph_park_after`.
+fn may_park(s: &Shared, v: &Version, st: &IndexState) -> Result<bool> {
+    let Some(after) = s.config.graph_park_after else {
+        return Ok(false);
+    };
+    if st.unpersisted > 0
+        || st.generation == 0
+        || st.last_change.is_some_and(|t| t.elapsed() < after)
+    {
+        return Ok(false);
+    }
+    let Some(ann) = v.ann.read().map_err(poisoned)?.clone() else {
+        return Ok(false);
+    };
+    let upto = v.indexed_upto.load(Ordering::SeqCst);
+    let caught_up = upto == v.store.read().map_err(poisoned)?.len();
+    let served = v
+        .view
+        .read()
+        .map_err(poisoned)?
+        .as_ref()
+        .is_some_and(|g| g.is_final_for(&ann, upto));
+    Ok(caught_up && served)
+}
+
+/// Drops hnsw_rs's resident graph (an `Arc` per point and per edge, and a copy of every vector):
+/// searches walk the view over the store's vectors, and the committed generation holds the graph
+/// for the next insert.
+fn park(s: &Shared, v: &Version, st: &mut IndexState) -> Result<()> {
+    v.parked.store(st.generation, Ordering::SeqCst);
+    *v.ann.write().map_err(poisoned)? = None;
+    st.mapped_generation = None;
+    crate::os::release_free_memory();
+    s.stats.graphs_parked.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(collection = %v.collection, version = %v.record.name, generation = st.generation,
+        "graph parked: served from its view, reloaded for the next insert");
+    Ok(())
+}
+
+/// Loads the parked generation's graph back and ties the serving view to it.
+fn unpark(s: &Shared, v: &Version, generation: u64) -> Result<Arc<HnswIndex>> {
+    let started = Instant::now();
+    let (manifest, gen_dir, _) = v.dir.open_verified()?.ok_or_else(|| {
+        crate::error::Error::DataCorruption(format!("parked generation {generation} is gone"))
+    })?;
+    if manifest.generation != generation {
+        return Err(crate::error::Error::Internal(format!(
+            "parked generation {generation}, committed {}",
+            manifest.generation
+        )));
+    }
+    let ix = HnswIndex::load(&gen_dir, &manifest.basename, s.build_pool.clone())?;
+    if ix.len() as u64 != manifest.graph_points {
+        return Err(crate::error::Error::DataCorruption(format!(
+            "generation {generation} holds {} graph points, its manifest {}",
+            ix.len(),
+            manifest.graph_points
+        )));
+    }
+    match v.view.read().map_err(poisoned)?.as_ref() {
+        Some(g) if g.covers as u64 == manifest.slot_count => g.adopt(&ix),
+        _ => {
+            return Err(crate::error::Error::Internal(
+                "the serving view is not the parked generation's".into(),
+            ));
+        }
+    }
+    s.stats.graphs_reloaded.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(collection = %v.collection, version = %v.record.name, generation,
+        elapsed_ms = started.elapsed().as_millis() as u64, "parked graph reloaded for inserts");
+    Ok(Arc::new(ix))
 }
 
 /// Re-exports the graph into the version's searchable view, covering every
@@ -170,11 +252,35 @@ pub(crate) fn refresh_view(v: &Version, ann: &HnswIndex, mode: Refine) -> Result
     Ok(())
 }
 
-fn ensure_graph(s: &Shared, v: &Version, capacity: usize) -> Result<Arc<HnswIndex>> {
-    let mut ann = v.ann.write().map_err(poisoned)?;
-    if let Some(a) = ann.as_ref() {
-        return Ok(a.clone());
+/// The graph to insert into: the resident one, the parked generation's loaded back, or a new one.
+/// `None` when the parked generation failed to load (counted and logged; the caller rebuilds).
+fn resident_graph(
+    s: &Shared,
+    v: &Version,
+    st: &mut IndexState,
+    capacity: usize,
+) -> Result<Option<Arc<HnswIndex>>> {
+    if let Some(a) = v.ann.read().map_err(poisoned)?.as_ref() {
+        return Ok(Some(a.clone()));
     }
+    let parked = v.parked.load(Ordering::SeqCst);
+    if parked != 0 {
+        v.parked.store(0, Ordering::SeqCst);
+        return match unpark(s, v, parked) {
+            Ok(a) => {
+                *v.ann.write().map_err(poisoned)? = Some(a.clone());
+                st.mapped_generation = Some(parked);
+                Ok(Some(a))
+            }
+            Err(e) => {
+                tracing::warn!(collection = %v.collection, version = %v.record.name, generation = parked,
+                    error = %e, "parked graph failed to load; rebuilding from RocksDB");
+                s.stats.rebuilds_corrupt.fetch_add(1, Ordering::Relaxed);
+                Ok(None)
+            }
+        };
+    }
+    let mut ann = v.ann.write().map_err(poisoned)?;
     let a = Arc::new(HnswIndex::new(
         v.record.m as usize,
         v.record.ef_construction as usize,
@@ -182,14 +288,21 @@ fn ensure_graph(s: &Shared, v: &Version, capacity: usize) -> Result<Arc<HnswInde
         s.build_pool.clone(),
     ));
     *ann = Some(a.clone());
-    Ok(a)
+    Ok(Some(a))
 }
 
 fn needs_rebuild(s: &Shared, v: &Version) -> Result<bool> {
-    let Some(ann) = v.ann.read().map_err(poisoned)?.clone() else {
-        return Ok(false);
+    // A parked graph holds exactly the nodes its view does.
+    let in_graph = match v.ann.read().map_err(poisoned)?.as_ref() {
+        Some(ann) => ann.len(),
+        None if v.parked.load(Ordering::SeqCst) != 0 => v
+            .view
+            .read()
+            .map_err(poisoned)?
+            .as_ref()
+            .map_or(0, |g| g.nodes()),
+        None => return Ok(false),
     };
-    let in_graph = ann.len();
     if in_graph < 1000 {
         return Ok(false);
     }
@@ -276,6 +389,7 @@ pub(crate) fn rebuild_with(
         *store = compacted;
         *v.view.write().map_err(poisoned)? = Some(Arc::new(view));
         *v.ann.write().map_err(poisoned)? = Some(fresh);
+        v.parked.store(0, Ordering::SeqCst);
         v.indexed_upto.store(covers, Ordering::SeqCst);
     }
     st.mapped_generation = None;

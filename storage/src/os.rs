@@ -1,5 +1,5 @@
-//! Thread priority for background work (monitors), the second module allowed
-//! `unsafe`: one libc call.
+//! Thread priority for background work (monitors) and returning freed memory to the kernel:
+//! the second module allowed `unsafe`, two libc calls.
 #![allow(unsafe_code)]
 
 /// Moves the calling thread to the `SCHED_IDLE` policy (it runs only when a core
@@ -19,5 +19,15 @@ pub fn lower_thread_priority(nice: i32) {
     };
     if idle != 0 || niced != 0 {
         tracing::warn!(nice, error = %std::io::Error::last_os_error(), "could not lower thread priority");
+    }
+}
+
+/// Hands memory the allocator holds but no longer uses back to the kernel (glibc keeps freed
+/// small blocks in its arenas; a dropped graph of millions of them would stay in RSS).
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes a plain integer and only touches the allocator's own state.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

@@ -497,3 +497,114 @@ fn gaussian_mixture_graph_leaves_no_point_unreachable() -> R {
     }
     Ok(())
 }
+
+/// The graph file round-trips, and structural damage behind a valid checksum is refused.
+#[test]
+fn graph_links_round_trip_and_reject_bad_shapes() -> R {
+    use crate::generation::{Links, NOT_A_NODE, decode_links, encode_links};
+    let good = Links {
+        entry: Some(1),
+        levels: vec![0, 1, NOT_A_NODE, 0],
+        offsets: vec![0, 2, 4, 4, 6],
+        targets: vec![1, 3, 0, 3, 0, 1],
+        upper: vec![vec![(1, vec![])]],
+    };
+    assert_eq!(decode_links(&encode_links(&good))?, good);
+    let empty = Links {
+        entry: None,
+        levels: vec![NOT_A_NODE; 2],
+        offsets: vec![0, 0, 0],
+        targets: vec![],
+        upper: vec![],
+    };
+    assert_eq!(decode_links(&encode_links(&empty))?, empty);
+    let bad = |f: &dyn Fn(&mut Links)| {
+        let mut l = good.clone();
+        f(&mut l);
+        decode_links(&encode_links(&l))
+    };
+    // A link to a slot that is not a node, a link past the graph, an entry below the top layer,
+    // an upper layer missing a node, offsets going backwards.
+    assert!(bad(&|l| l.targets[0] = 2).is_err());
+    assert!(bad(&|l| l.targets[0] = 9).is_err());
+    assert!(bad(&|l| l.entry = Some(0)).is_err());
+    assert!(bad(&|l| l.upper = vec![vec![]]).is_err());
+    assert!(bad(&|l| l.offsets[1] = 5).is_err());
+    assert!(bad(&|l| l.levels[0] = 3).is_err());
+    let mut bytes = encode_links(&good);
+    bytes.truncate(bytes.len() - 3);
+    assert!(decode_links(&bytes).is_err());
+    Ok(())
+}
+
+/// Once committed and idle, hnsw_rs's graph leaves memory and searches walk the view; an insert
+/// loads it back from the generation, a restart serves the recorded view without loading it, and
+/// the full check loads it to compare every node with the store.
+#[test]
+fn idle_graph_is_parked_and_reloaded_for_inserts() -> R {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir()?;
+    let config = || {
+        let mut c = EngineConfig::new(dir.path());
+        c.persist_idle = Duration::from_millis(20);
+        c.graph_park_after = Some(Duration::ZERO);
+        c
+    };
+    let wait = |what: &dyn Fn() -> bool| {
+        let t = std::time::Instant::now();
+        while !what() && t.elapsed() < Duration::from_secs(120) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        what()
+    };
+    let all = mixture(3, 4500, 16, 6);
+    let (data, more) = all.split_at(4000);
+    let spec = VersionSpec {
+        dim: 16,
+        metric: Some(Metric::L2),
+        m: 0,
+        ef_construction: 0,
+    };
+    // Each point's own vector finds it (ANN: all but a rare few).
+    let self_recall = |e: &Engine, pts: &[PointInput]| -> Result<f64, Box<dyn std::error::Error>> {
+        let mut found = 0;
+        for p in pts {
+            found += usize::from(e.search("c", "v", &p.vector, params(1))?[0].id == p.id);
+        }
+        Ok(found as f64 / pts.len() as f64)
+    };
+    {
+        let e = Engine::open(config())?;
+        e.create_version("c", "v", spec)?;
+        e.upsert("c", "v", &data[..3000])?;
+        assert!(e.wait_indexed("c", "v", Duration::from_secs(120))?);
+        assert!(wait(&|| e.stats().graphs_parked.load(Relaxed) >= 1));
+        assert!(self_recall(&e, &data[..3000])? >= 0.995, "parked");
+        let r = e.check_consistency("c", "v", false)?;
+        assert!(r.consistent, "parked: {:?}", r.findings);
+        assert_eq!(r.indexed_points, 3000);
+        // New points: the graph is loaded back, grows, is committed and parked again.
+        e.upsert("c", "v", &data[3000..])?;
+        assert!(e.wait_indexed("c", "v", Duration::from_secs(120))?);
+        assert_eq!(e.stats().graphs_reloaded.load(Relaxed), 1);
+        assert!(wait(&|| e.stats().graphs_parked.load(Relaxed) >= 2));
+        assert!(self_recall(&e, data)? >= 0.995, "after reload");
+        let r = e.check_consistency("c", "v", false)?;
+        assert!(r.consistent, "after reload: {:?}", r.findings);
+        assert_eq!(r.indexed_points, 4000);
+    }
+    let e = Engine::open(config())?;
+    assert_eq!(e.stats().loads.load(Relaxed), 1);
+    assert_eq!(e.describe_version("c", "v")?.indexed_count, 4000);
+    assert!(self_recall(&e, data)? >= 0.995, "after restart");
+    assert_eq!(e.stats().graphs_reloaded.load(Relaxed), 0);
+    e.upsert("c", "v", more)?;
+    assert!(e.wait_indexed("c", "v", Duration::from_secs(120))?);
+    assert_eq!(e.stats().graphs_reloaded.load(Relaxed), 1);
+    let r = e.check_consistency("c", "v", false)?;
+    assert!(r.consistent, "after restart and insert: {:?}", r.findings);
+    assert_eq!(r.indexed_points, 4500);
+    assert!(self_recall(&e, more)? >= 0.995, "after restart and insert");
+    assert!(self_recall(&e, data)? >= 0.995, "after restart and insert");
+    Ok(())
+}

@@ -69,6 +69,9 @@ pub struct Version {
     pub(crate) view: RwLock<Option<Arc<crate::graph_view::GraphView>>>,
     /// Slots below this are in `ann` (unless they were dead when the indexer reached them).
     pub(crate) indexed_upto: AtomicUsize,
+    /// When not 0: `ann` is not resident; this committed generation holds the graph the view
+    /// was read from, and the next insert loads it back. Changed under the `index` lock.
+    pub(crate) parked: AtomicU64,
     /// Held by the indexer for one step (insert chunk, persist, rebuild), and by drop.
     pub(crate) index: Mutex<IndexState>,
     pub(crate) dropped: AtomicBool,
@@ -215,31 +218,34 @@ impl Version {
         // Read the watermark before the index: a slot inserted meanwhile may then be
         // seen twice (ANN and tail), never zero times. Duplicates are removed below.
         let upto = self.indexed_upto.load(Ordering::SeqCst);
-        let ann = if p.exact {
-            None
-        } else {
-            self.ann.read().map_err(poisoned)?.clone()
-        };
+        // The graph searches walk: the view (hnsw_rs's own graph may not even be resident), or
+        // hnsw_rs's search until a first view is exported.
         let view = if p.exact {
             None
         } else {
             self.view.read().map_err(poisoned)?.clone()
+        };
+        let ann = if p.exact || view.is_some() {
+            None
+        } else {
+            self.ann.read().map_err(poisoned)?.clone()
         };
         // With a view, the graph part is what the view covers; everything after it is scanned.
         let upto = view.as_ref().map_or(upto, |v| v.covers);
         let n = store.len();
         if let Some(m) = max_scan {
             // Short only with a graph, no filter (which may scan) and a small unindexed tail.
-            if p.exact || p.filter.is_some() || ann.is_none() || n.saturating_sub(upto) > m {
+            let graph = view.is_some() || ann.is_some();
+            if p.exact || p.filter.is_some() || !graph || n.saturating_sub(upto) > m {
                 return Ok(None);
             }
         }
         let filter = p.filter.map(|f| CompiledFilter::new(f, &store));
         let filter = filter.as_ref();
 
-        let cands = match ann {
-            None => scan(&store, metric, &q, 0..n, p.k, filter),
-            Some(ann) => {
+        let cands = match (&view, &ann) {
+            (None, None) => scan(&store, metric, &q, 0..n, p.k, filter),
+            _ => {
                 let pass = |s: usize| store.live[s] && filter.is_none_or(|f| f.matches(&store, s));
                 // How many results must exist; a very selective filter is cheaper as a scan
                 // (hnsw_rs filters after traversal and may walk most of the graph).
@@ -270,7 +276,10 @@ impl Version {
                                 |s| crate::distance::l2sq(&q, store.vector(s as usize)),
                                 graph_filter,
                             ),
-                            None => ann.search(&q, p.k, ef, graph_filter)?,
+                            None => match &ann {
+                                Some(ann) => ann.search(&q, p.k, ef, graph_filter)?,
+                                None => Vec::new(),
+                            },
                         };
                         for (s, _) in found {
                             if s < n {

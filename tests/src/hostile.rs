@@ -98,6 +98,17 @@ pub fn targets() -> Vec<Target> {
             decode: |b| d::decode_slots(b).is_ok(),
         },
         Target {
+            name: "graph links",
+            seed_input: d::encode_links(&d::Links {
+                entry: Some(1),
+                levels: vec![0, 1, d::NOT_A_NODE, 0],
+                offsets: vec![0, 2, 4, 4, 6],
+                targets: vec![1, 3, 0, 3, 0, 1],
+                upper: vec![vec![(1, vec![])]],
+            }),
+            decode: |b| d::decode_links(b).is_ok(),
+        },
+        Target {
             name: "config file",
             seed_input: config.into_bytes(),
             decode: |b| {
