@@ -150,6 +150,16 @@ impl GraphView {
             }
         }
         let dist = |a: u32, b: u32| l2sq(raw.vector(a), raw.vector(b));
+        let upper = index
+            .pool()
+            .install(|| select_upper(&raw, m.max(1), ef_construction, mode, &dist));
+        // A node's upper-layer links (long ones, across clusters) are layer-0 candidates too.
+        let long = |u: usize| -> &[u32] {
+            upper
+                .first()
+                .and_then(|l| l.get(&(u as u32)))
+                .map_or(&[][..], Vec::as_slice)
+        };
         let (fanout, cap) = match mode {
             Refine::Quick => (0, usize::MAX),
             Refine::Polish => (TWO_HOP_FANOUT, (ef_construction / 2).max(m0)),
@@ -169,7 +179,7 @@ impl GraphView {
                         for &v in out0[u].iter().take(fanout) {
                             c.extend_from_slice(out0[v as usize]);
                         }
-                        select_diverse(u as u32, c, m0, cap, &dist)
+                        select_diverse(u as u32, c, long(u), m0, cap, &dist)
                     }
                 })
                 .collect()
@@ -180,6 +190,7 @@ impl GraphView {
         Ok(Self::assemble(
             &raw,
             covers,
+            upper,
             adj,
             m0,
             index.id(),
@@ -278,25 +289,18 @@ impl GraphView {
             && self.refine == Refine::Polish
     }
 
-    /// Upper layers from hnsw_rs, layer 0 from `adj` with every orphan linked in, as CSR.
+    /// Upper layers `upper`, layer 0 from `adj` with every orphan linked in, as CSR.
+    #[allow(clippy::too_many_arguments)]
     fn assemble(
         raw: &RawGraph<'_>,
         covers: usize,
+        upper: Vec<HashMap<u32, Vec<u32>>>,
         mut adj: Vec<Vec<u32>>,
         m0: usize,
         source: u64,
         refine: Refine,
         refined: usize,
     ) -> GraphView {
-        let mut upper: Vec<HashMap<u32, Vec<u32>>> = Vec::new();
-        for (slot, layers) in raw.layers.iter().enumerate() {
-            for (layer, nbs) in layers.iter().flatten().enumerate().skip(1) {
-                if upper.len() < layer {
-                    upper.resize_with(layer, HashMap::new);
-                }
-                upper[layer - 1].insert(slot as u32, nbs.clone());
-            }
-        }
         let mut view = GraphView {
             covers,
             entry: raw.entry.map(|e| e.1),
@@ -504,6 +508,7 @@ fn mark_from(adj: &[Vec<u32>], from: u32, reached: &mut [bool]) {
 fn select_diverse(
     u: u32,
     mut cand: Vec<u32>,
+    far: &[u32],
     m0: usize,
     cap: usize,
     dist: &(impl Fn(u32, u32) -> f32 + Sync),
@@ -511,11 +516,20 @@ fn select_diverse(
     cand.retain(|&c| c != u);
     cand.sort_unstable();
     cand.dedup();
+    let by_distance = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
     let mut scored: Vec<(f32, u32)> = cand.into_iter().map(|c| (dist(u, c), c)).collect();
-    scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    scored.sort_by(by_distance);
     scored.truncate(cap);
+    // Long links compete after the near candidates, whatever the cap cut.
+    let mut extra: Vec<(f32, u32)> = far
+        .iter()
+        .filter(|&&c| c != u && !scored.iter().any(|s| s.1 == c))
+        .map(|&c| (dist(u, c), c))
+        .collect();
+    extra.sort_by(by_distance);
+    extra.dedup_by_key(|e| e.1);
     let mut kept: Vec<u32> = Vec::with_capacity(m0);
-    for (d, c) in scored {
+    for (d, c) in scored.into_iter().chain(extra) {
         if kept.len() >= m0 {
             break;
         }
@@ -524,6 +538,97 @@ fn select_diverse(
         }
     }
     kept
+}
+
+/// Pairs × dimensions up to which a polished upper layer takes every node of the layer as
+/// candidates (about a second of one core at most).
+const UPPER_EXACT_BUDGET: usize = 8_000_000_000;
+
+/// The upper layers, each node's list selected again by [`select_diverse`] (at most `m`), then
+/// reverse links where there is room. hnsw_rs keeps the `m` nearest there too, so on
+/// well-separated clusters the upper layers split into one island per cluster: the descent then
+/// cannot leave the entry's cluster, and layer 0 has no link out of it either. Candidates: when
+/// polishing a layer small enough ([`UPPER_EXACT_BUDGET`]), the `ef_construction` nearest nodes
+/// of the whole layer, as hnswlib's early insertions see them; otherwise hnsw_rs's out- and
+/// in-links on that layer and its nearest neighbours' lists.
+fn select_upper(
+    raw: &RawGraph<'_>,
+    m: usize,
+    ef_construction: usize,
+    mode: Refine,
+    dist: &(impl Fn(u32, u32) -> f32 + Sync),
+) -> Vec<HashMap<u32, Vec<u32>>> {
+    let mut layers: Vec<HashMap<u32, Vec<u32>>> = Vec::new();
+    for (slot, ls) in raw.layers.iter().enumerate() {
+        for (layer, nbs) in ls.iter().flatten().enumerate().skip(1) {
+            if layers.len() < layer {
+                layers.resize_with(layer, HashMap::new);
+            }
+            layers[layer - 1].insert(slot as u32, nbs.clone());
+        }
+    }
+    layers
+        .into_iter()
+        .map(|out| {
+            let mut nodes: Vec<u32> = out.keys().copied().collect();
+            nodes.sort_unstable();
+            let mut inn: HashMap<u32, Vec<u32>> = HashMap::new();
+            for &u in &nodes {
+                for &v in &out[&u] {
+                    inn.entry(v).or_default().push(u);
+                }
+            }
+            let dim = nodes.first().map_or(0, |&u| raw.vector(u).len());
+            let exact = mode == Refine::Polish
+                && nodes
+                    .len()
+                    .saturating_mul(nodes.len())
+                    .saturating_mul(dim.max(1))
+                    <= UPPER_EXACT_BUDGET;
+            let cap = ef_construction.max(m);
+            let mut lists: Vec<Vec<u32>> = nodes
+                .par_iter()
+                .map(|&u| {
+                    if exact {
+                        let mut all: Vec<(f32, u32)> = nodes
+                            .iter()
+                            .filter(|&&c| c != u)
+                            .map(|&c| (dist(u, c), c))
+                            .collect();
+                        if all.len() > cap {
+                            all.select_nth_unstable_by(cap, |a, b| {
+                                a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))
+                            });
+                            all.truncate(cap);
+                        }
+                        let c = all.into_iter().map(|(_, c)| c).collect();
+                        return select_diverse(u, c, &[], m, cap, dist);
+                    }
+                    let own = &out[&u];
+                    let mut c = own.clone();
+                    c.extend(inn.get(&u).into_iter().flatten());
+                    for v in own.iter().take(TWO_HOP_FANOUT) {
+                        c.extend(out.get(v).into_iter().flatten());
+                    }
+                    c.retain(|x| out.contains_key(x));
+                    select_diverse(u, c, &[], m, usize::MAX, dist)
+                })
+                .collect();
+            let at: HashMap<u32, usize> = nodes.iter().enumerate().map(|(i, &u)| (u, i)).collect();
+            let forward: Vec<(u32, u32)> = nodes
+                .iter()
+                .zip(&lists)
+                .flat_map(|(&u, l)| l.iter().map(move |&v| (u, v)))
+                .collect();
+            for (u, v) in forward {
+                let l = &mut lists[at[&v]];
+                if l.len() < m && !l.contains(&u) {
+                    l.push(u);
+                }
+            }
+            nodes.into_iter().zip(lists).collect()
+        })
+        .collect()
 }
 
 /// For every link u → v of a re-selected node u, adds v → u where v's list has room (below
