@@ -16,6 +16,10 @@
 //!   first, at most `2M`), each kept link gets its reverse where the target has room (as
 //!   hnswlib links a new point back from its neighbours), and then every node still
 //!   unreachable from the entry point is linked in from its nearest reachable nodes.
+//! - The upper layers have the same flaw: on well-separated clusters they split into one island
+//!   per cluster, the greedy descent ends in the entry's cluster and layer 0 offers no way out.
+//!   Their lists are selected again by the same heuristic (from the whole layer when it is small),
+//!   and each upper node's long links are offered to its layer-0 selection beyond the cap.
 //!
 //! Distances use our SIMD kernel; no locks or `Arc`s per visited node.
 
@@ -425,6 +429,7 @@ impl GraphView {
                 d_ep,
                 m0.max(64),
                 &dist,
+                &|_| {},
                 Some(&|s: usize| reached[s]),
             );
             let o32 = o as u32;
@@ -452,15 +457,17 @@ impl GraphView {
         stats
     }
 
-    /// Up to `k` (slot, distance) pairs passing `pass`, nearest first. `dist(slot)`
-    /// is the distance from the query to a slot's vector.
-    pub fn search(
+    /// Up to `k` (slot, squared L2 distance) pairs passing `pass`, nearest `q` first; `vector(slot)`
+    /// is a slot's vector.
+    pub fn search<'v>(
         &self,
         k: usize,
         ef: usize,
-        dist: impl Fn(u32) -> f32,
+        q: &[f32],
+        vector: impl Fn(u32) -> &'v [f32],
         pass: Option<&(dyn Fn(usize) -> bool + Sync)>,
     ) -> Vec<(usize, f32)> {
+        let dist = |s: u32| l2sq(q, vector(s));
         let Some((ep, d_ep)) = self.descend(&dist) else {
             return Vec::new();
         };
@@ -475,11 +482,20 @@ impl GraphView {
                 marks.iter_mut().for_each(|m| *m = 0);
                 *epoch = 1;
             }
-            let mut out: Vec<(usize, f32)> =
-                beam(|s| self.layer0(s), marks, *epoch, ep, d_ep, ef, &dist, pass)
-                    .into_iter()
-                    .map(|(s, d)| (s as usize, d))
-                    .collect();
+            let mut out: Vec<(usize, f32)> = beam(
+                |s| self.layer0(s),
+                marks,
+                *epoch,
+                ep,
+                d_ep,
+                ef,
+                &dist,
+                &|s| crate::os::prefetch(vector(s)),
+                pass,
+            )
+            .into_iter()
+            .map(|(s, d)| (s as usize, d))
+            .collect();
             out.truncate(k);
             out
         })
@@ -660,6 +676,7 @@ fn beam<'a>(
     d_ep: f32,
     ef: usize,
     dist: &impl Fn(u32) -> f32,
+    prefetch: &impl Fn(u32),
     pass: Option<&(dyn Fn(usize) -> bool + Sync)>,
 ) -> Vec<(u32, f32)> {
     let ok = |s: u32| pass.is_none_or(|p| p(s as usize));
@@ -675,7 +692,13 @@ fn beam<'a>(
         if res.len() >= ef && res.peek().is_some_and(|w| d > w.0.0) {
             break;
         }
-        for &n in adj(s) {
+        let nbs = adj(s);
+        for &n in nbs {
+            if marks[n as usize] != epoch {
+                prefetch(n);
+            }
+        }
+        for &n in nbs {
             let m = &mut marks[n as usize];
             if *m == epoch {
                 continue;

@@ -595,6 +595,15 @@ fn idle_graph_is_parked_and_reloaded_for_inserts() -> R {
     }
     let e = Engine::open(config())?;
     assert_eq!(e.stats().loads.load(Relaxed), 1);
+    // Served from the recorded view: hnsw_rs's graph was not loaded.
+    assert_ne!(e.resolve("c", "v")?.parked.load(Relaxed), 0);
+    assert!(
+        e.resolve("c", "v")?
+            .ann
+            .read()
+            .map_err(|e| e.to_string())?
+            .is_none()
+    );
     assert_eq!(e.describe_version("c", "v")?.indexed_count, 4000);
     assert!(self_recall(&e, data)? >= 0.995, "after restart");
     assert_eq!(e.stats().graphs_reloaded.load(Relaxed), 0);

@@ -270,12 +270,9 @@ impl Version {
                         let graph_filter: Option<&(dyn Fn(usize) -> bool + Sync)> =
                             if trivial { None } else { Some(&pass) };
                         let found = match &view {
-                            Some(v) => v.search(
-                                p.k,
-                                ef,
-                                |s| crate::distance::l2sq(&q, store.vector(s as usize)),
-                                graph_filter,
-                            ),
+                            Some(v) => {
+                                v.search(p.k, ef, &q, |s| store.vector(s as usize), graph_filter)
+                            }
                             None => match &ann {
                                 Some(ann) => ann.search(&q, p.k, ef, graph_filter)?,
                                 None => Vec::new(),
