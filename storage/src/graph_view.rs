@@ -95,6 +95,10 @@ thread_local! {
     static VISITED: RefCell<(Vec<u32>, u32)> = const { RefCell::new((Vec::new(), 0)) };
 }
 
+/// The descent scans an upper layer whole when its nodes hold at most this many floats (the
+/// cost of 512 distances at 128 dimensions, a few microseconds).
+const UPPER_SCAN_FLOATS: usize = 65_536;
+
 /// Polish: neighbours (nearest first) whose own lists join a node's candidates.
 const TWO_HOP_FANOUT: usize = 8;
 
@@ -357,13 +361,25 @@ impl GraphView {
     }
 
     /// Greedy descent to convergence on every upper layer: the layer-0 start for `dist`.
-    fn descend(&self, dist: &impl Fn(u32) -> f32) -> Option<(u32, f32)> {
+    fn descend(&self, dim: usize, dist: &impl Fn(u32) -> f32) -> Option<(u32, f32)> {
         let mut ep = self.entry?;
         let mut d_ep = dist(ep);
         for layer in (1..=self.max_level).rev() {
             let Some(adj) = self.upper.get(layer - 1) else {
                 continue;
             };
+            if adj.len().saturating_mul(dim) <= UPPER_SCAN_FLOATS {
+                // A small layer is scanned whole: greedy steps among near-equidistant clusters
+                // stop at the first local minimum, in a cluster layer 0 may not leave.
+                for &n in adj.keys() {
+                    let d = dist(n);
+                    if d < d_ep || (d == d_ep && n < ep) {
+                        ep = n;
+                        d_ep = d;
+                    }
+                }
+                continue;
+            }
             loop {
                 let mut changed = false;
                 for &n in adj.get(&ep).map_or(&[][..], Vec::as_slice) {
@@ -412,7 +428,9 @@ impl GraphView {
             stats.orphans += 1;
             let q = vector(o as u32);
             let dist = |s: u32| l2sq(q, vector(s));
-            let (Some((mut ep, mut d_ep)), Some(entry)) = (self.descend(&dist), self.entry) else {
+            let (Some((mut ep, mut d_ep)), Some(entry)) =
+                (self.descend(q.len(), &dist), self.entry)
+            else {
                 break;
             };
             // The descent can end in a part of layer 0 the entry does not reach; start from the
@@ -468,7 +486,7 @@ impl GraphView {
         pass: Option<&(dyn Fn(usize) -> bool + Sync)>,
     ) -> Vec<(usize, f32)> {
         let dist = |s: u32| l2sq(q, vector(s));
-        let Some((ep, d_ep)) = self.descend(&dist) else {
+        let Some((ep, d_ep)) = self.descend(q.len(), &dist) else {
             return Vec::new();
         };
         let ef = ef.max(k);
