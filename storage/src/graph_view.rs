@@ -95,8 +95,9 @@ thread_local! {
     static VISITED: RefCell<(Vec<u32>, u32)> = const { RefCell::new((Vec::new(), 0)) };
 }
 
-/// The descent scans an upper layer whole when its nodes hold at most this many floats (the
-/// cost of 512 distances at 128 dimensions, a few microseconds).
+/// The descent scans an upper layer above layer 1 whole when its nodes hold at most this many
+/// floats (the cost of 512 distances at 128 dimensions, a few microseconds). Layer 1 holds 1/M of
+/// the points: scanning it would cost as much as the search on small sets.
 const UPPER_SCAN_FLOATS: usize = 65_536;
 
 /// Polish: neighbours (nearest first) whose own lists join a node's candidates.
@@ -368,7 +369,7 @@ impl GraphView {
             let Some(adj) = self.upper.get(layer - 1) else {
                 continue;
             };
-            if adj.len().saturating_mul(dim) <= UPPER_SCAN_FLOATS {
+            if layer >= 2 && adj.len().saturating_mul(dim) <= UPPER_SCAN_FLOATS {
                 // A small layer is scanned whole: greedy steps among near-equidistant clusters
                 // stop at the first local minimum, in a cluster layer 0 may not leave.
                 for &n in adj.keys() {
