@@ -161,9 +161,14 @@ fn check_locked(
     // runs before the store lock is taken (the index lock the caller holds already keeps the
     // generation from changing), so writers, and the searches queued behind them, never wait on it.
     let mut file_note = None;
+    let mut verified = None;
     let (checksum, generation) = if v.metric().uses_graph() && verify_files {
         match verify_files_of(s, v) {
-            Ok(Some((m, _, _))) => (ChecksumState::Ok, m.generation),
+            Ok(Some((m, dir, _))) => {
+                let g = m.generation;
+                verified = Some((m, dir));
+                (ChecksumState::Ok, g)
+            }
             Ok(None) => (ChecksumState::NoGeneration, 0),
             Err(e) => {
                 file_note = Some(format!("graph files fail verification: {e}"));
@@ -182,7 +187,11 @@ fn check_locked(
     let ann = match (resident, parked, depth) {
         (Some(a), _, _) => Some(a),
         (None, 0, _) | (None, _, Depth::Graph) => None,
-        (None, generation, Depth::Full) => match load_parked(s, v, generation) {
+        (None, generation, Depth::Full) => match verified
+            .filter(|(m, _)| m.generation == generation)
+            .map_or_else(|| crate::indexer::parked_generation(v, generation), Ok)
+            .and_then(|(m, dir)| crate::indexer::load_graph(&m, &dir, s.build_pool.clone()))
+        {
             Ok(a) => Some(Arc::new(a)),
             Err(e) => {
                 load_note = Some(format!("the committed graph failed to load: {e}"));
@@ -421,14 +430,6 @@ pub(crate) fn monitor_check(s: &Shared, v: &Version) -> Result<bool> {
     };
     *v.graph_check.lock().map_err(poisoned)? = Some(entry);
     Ok(entry.graph_ok && entry.files_ok)
-}
-
-/// The graph of a parked version's committed generation, loaded for one check.
-fn load_parked(s: &Shared, v: &Version, generation: u64) -> Result<crate::ann::HnswIndex> {
-    let (manifest, gen_dir, _) = v.dir.open_verified()?.ok_or_else(|| {
-        crate::error::Error::DataCorruption(format!("parked generation {generation} is gone"))
-    })?;
-    crate::ann::HnswIndex::load(&gen_dir, &manifest.basename, s.build_pool.clone())
 }
 
 /// Reloads the mirror from RocksDB (caller holds writer and index locks) and

@@ -1454,12 +1454,7 @@ fn load_view(
                 "recorded graph view unusable; selecting it again"),
         }
     }
-    let ix = HnswIndex::load(gen_dir, &manifest.basename, pool.clone())?;
-    if crate::ann::AnnIndex::len(&ix) as u64 != manifest.graph_points {
-        return Err(Error::DataCorruption(
-            "index graph point count differs from manifest".into(),
-        ));
-    }
+    let ix = crate::indexer::load_graph(manifest, gen_dir, pool.clone())?;
     crate::indexer::refresh_view(version, &ix, crate::graph_view::Refine::Polish)?;
     Ok(Some(Arc::new(ix)))
 }

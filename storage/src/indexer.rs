@@ -197,26 +197,47 @@ fn park(s: &Shared, v: &Version, st: &mut IndexState) -> Result<()> {
     Ok(())
 }
 
-/// Loads the parked generation's graph back and ties the serving view to it.
-fn unpark(s: &Shared, v: &Version, generation: u64) -> Result<Arc<HnswIndex>> {
-    let started = Instant::now();
-    let (manifest, gen_dir, _) = v.dir.open_verified()?.ok_or_else(|| {
-        crate::error::Error::DataCorruption(format!("parked generation {generation} is gone"))
-    })?;
-    if manifest.generation != generation {
-        return Err(crate::error::Error::Internal(format!(
-            "parked generation {generation}, committed {}",
-            manifest.generation
-        )));
-    }
-    let ix = HnswIndex::load(&gen_dir, &manifest.basename, s.build_pool.clone())?;
+/// hnsw_rs's graph of a committed generation whose files were verified, checked against the
+/// manifest's point count.
+pub(crate) fn load_graph(
+    manifest: &crate::generation::Manifest,
+    gen_dir: &std::path::Path,
+    pool: Arc<rayon::ThreadPool>,
+) -> Result<HnswIndex> {
+    let ix = HnswIndex::load(gen_dir, &manifest.basename, pool)?;
     if ix.len() as u64 != manifest.graph_points {
         return Err(crate::error::Error::DataCorruption(format!(
-            "generation {generation} holds {} graph points, its manifest {}",
+            "generation {} holds {} graph points, its manifest {}",
+            manifest.generation,
             ix.len(),
             manifest.graph_points
         )));
     }
+    Ok(ix)
+}
+
+/// The parked generation's manifest and directory, verified, or why they cannot serve.
+pub(crate) fn parked_generation(
+    v: &Version,
+    generation: u64,
+) -> Result<(crate::generation::Manifest, std::path::PathBuf)> {
+    match v.dir.open_verified()? {
+        Some((m, dir, _)) if m.generation == generation => Ok((m, dir)),
+        Some((m, _, _)) => Err(crate::error::Error::Internal(format!(
+            "parked generation {generation}, committed {}",
+            m.generation
+        ))),
+        None => Err(crate::error::Error::DataCorruption(format!(
+            "parked generation {generation} is gone"
+        ))),
+    }
+}
+
+/// Loads the parked generation's graph back and ties the serving view to it.
+fn unpark(s: &Shared, v: &Version, generation: u64) -> Result<Arc<HnswIndex>> {
+    let started = Instant::now();
+    let (manifest, gen_dir) = parked_generation(v, generation)?;
+    let ix = load_graph(&manifest, &gen_dir, s.build_pool.clone())?;
     match v.view.read().map_err(poisoned)?.as_ref() {
         Some(g) if g.covers as u64 == manifest.slot_count => g.adopt(&ix),
         _ => {
