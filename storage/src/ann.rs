@@ -60,10 +60,50 @@ enum Graph {
     Loaded(LoadedGraph),
 }
 
+/// The two pools graph work runs on. `normal` is for work searches wait for: start-up loads,
+/// rebuilds a repair asked for, and catching up while more slots lie outside the view than a
+/// search scans inline. `background` threads are in the idle scheduling class: a search thread
+/// that wakes preempts them at once, instead of waiting out a build thread's time slice, so
+/// steady trickle writes (insert a few points, export the view again) do not reach search
+/// tails. They take none of the locks requests wait on (the indexer thread does the copies and
+/// swaps), so their low priority cannot hold a request up either.
+pub struct BuildPools {
+    normal: rayon::ThreadPool,
+    background: rayon::ThreadPool,
+}
+
+impl BuildPools {
+    pub fn new(threads: usize) -> Result<Self> {
+        let build = |name: &'static str, idle: bool| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads.max(1))
+                .thread_name(move |i| format!("{name}-{i}"))
+                .start_handler(move |_| {
+                    if idle {
+                        crate::os::lower_thread_priority(19);
+                    }
+                })
+                .build()
+                .map_err(|e| Error::Internal(e.to_string()))
+        };
+        Ok(BuildPools {
+            normal: build("ember-build", false)?,
+            background: build("ember-bg-build", true)?,
+        })
+    }
+
+    /// The pool for work searches wait for.
+    pub fn normal(&self) -> &rayon::ThreadPool {
+        &self.normal
+    }
+}
+
 /// hnsw_rs-backed index.
 pub struct HnswIndex {
     graph: Graph,
-    pool: Arc<rayon::ThreadPool>,
+    pools: Arc<BuildPools>,
+    /// Whether its inserts and exports run on the background pool (the indexer decides per step).
+    background: std::sync::atomic::AtomicBool,
     /// Unique per graph object in this process, so a view knows which graph it came from.
     id: u64,
 }
@@ -75,27 +115,30 @@ fn next_graph_id() -> u64 {
 
 impl HnswIndex {
     /// A new empty graph. `m` is validated by the caller (4..=128; hnsw_rs exits the process above 256).
-    pub fn new(
-        m: usize,
-        ef_construction: usize,
-        capacity: usize,
-        pool: Arc<rayon::ThreadPool>,
-    ) -> Self {
+    pub fn new(m: usize, ef_construction: usize, capacity: usize, pools: Arc<BuildPools>) -> Self {
         let hnsw = Hnsw::new(m, capacity.max(1024), MAX_LAYER, ef_construction, GraphL2);
         HnswIndex {
             graph: Graph::Built(hnsw),
-            pool,
+            pools,
+            background: false.into(),
             id: next_graph_id(),
         }
     }
 
     /// Reloads a dump (data file memory-mapped).
-    pub fn load(dir: &Path, basename: &str, pool: Arc<rayon::ThreadPool>) -> Result<Self> {
+    pub fn load(dir: &Path, basename: &str, pools: Arc<BuildPools>) -> Result<Self> {
         Ok(HnswIndex {
             graph: Graph::Loaded(LoadedGraph::load(dir, basename)?),
-            pool,
+            pools,
+            background: false.into(),
             id: next_graph_id(),
         })
+    }
+
+    /// Moves this graph's further inserts and exports to the background pool, or back.
+    pub fn set_background(&self, background: bool) {
+        self.background
+            .store(background, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn hnsw(&self) -> &Hnsw<'static, f32, GraphL2> {
@@ -110,9 +153,13 @@ impl HnswIndex {
         self.id
     }
 
-    /// The build pool (graph post-processing runs on it too).
+    /// The pool its inserts and exports run on now (see [`HnswIndex::set_background`]).
     pub fn pool(&self) -> &rayon::ThreadPool {
-        &self.pool
+        if self.background.load(std::sync::atomic::Ordering::Relaxed) {
+            &self.pools.background
+        } else {
+            &self.pools.normal
+        }
     }
 
     /// The graph's nodes below slot `covers`: level, neighbours per layer, and access to the
@@ -228,7 +275,7 @@ impl AnnIndex for HnswIndex {
         let hnsw = self.hnsw();
         guarded("insert", || {
             // Our own pool, so a build never starves searches on the blocking pool.
-            self.pool.install(|| hnsw.parallel_insert_slice(&batch))
+            self.pool().install(|| hnsw.parallel_insert_slice(&batch))
         })
     }
 

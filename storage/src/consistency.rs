@@ -190,7 +190,7 @@ fn check_locked(
         (None, generation, Depth::Full) => match verified
             .filter(|(m, _)| m.generation == generation)
             .map_or_else(|| crate::indexer::parked_generation(v, generation), Ok)
-            .and_then(|(m, dir)| crate::indexer::load_graph(&m, &dir, s.build_pool.clone()))
+            .and_then(|(m, dir)| crate::indexer::load_graph(&m, &dir, s.build_pools.clone()))
         {
             Ok(a) => Some(Arc::new(a)),
             Err(e) => {

@@ -181,6 +181,8 @@ pub struct EngineStats {
     pub evaluations_cancelled: AtomicU64,
     /// Reads of a version's committed generation files to verify their checksums.
     pub generation_file_checks: AtomicU64,
+    /// Monitor runs that reused the last result: nothing they read had changed.
+    pub monitor_results_reused: AtomicU64,
 }
 
 struct CollectionState {
@@ -194,7 +196,7 @@ pub(crate) struct Shared {
     catalog: RwLock<BTreeMap<String, CollectionState>>,
     /// Serialises catalog mutations (each one is a read-modify-write of a record).
     catalog_writer: Mutex<()>,
-    pub build_pool: Arc<rayon::ThreadPool>,
+    pub build_pools: Arc<crate::ann::BuildPools>,
     pub query_pool: rayon::ThreadPool,
     /// Long evaluations run here, so they never queue behind (or in front of) batch searches.
     pub eval_pool: rayon::ThreadPool,
@@ -270,7 +272,7 @@ impl Engine {
                 .map_err(|e| Error::Internal(e.to_string()))
         };
         let shared = Arc::new(Shared {
-            build_pool: Arc::new(pool(config.build_threads, "ember-build")?),
+            build_pools: Arc::new(crate::ann::BuildPools::new(config.build_threads)?),
             query_pool: pool(config.query_threads, "ember-query")?,
             eval_pool: pool(config.eval_threads, "ember-eval")?,
             monitor_pool: {
@@ -1231,7 +1233,7 @@ impl Shared {
             collection: collection.into(),
             writer: Mutex::new(()),
             last_seq: AtomicU64::new(last_seq),
-            store: RwLock::new(store),
+            store: crate::version::StoreLock::new(store),
             ann: RwLock::new(None),
             view: RwLock::new(None),
             indexed_upto: AtomicUsize::new(0),
@@ -1345,7 +1347,7 @@ impl Shared {
                 version
                     .indexed_upto
                     .store(manifest.slot_count as usize, Ordering::SeqCst);
-                match load_view(&version, &manifest, &gen_dir, &self.build_pool) {
+                match load_view(&version, &manifest, &gen_dir, &self.build_pools) {
                     Ok(ix) => Some((manifest, ix)),
                     Err(e) => {
                         tracing::warn!(version_id = rec.id, error = %e, "index graph failed to export; rebuilding from RocksDB");
@@ -1424,7 +1426,7 @@ fn load_view(
     version: &Version,
     manifest: &crate::generation::Manifest,
     gen_dir: &Path,
-    pool: &Arc<rayon::ThreadPool>,
+    pools: &Arc<crate::ann::BuildPools>,
 ) -> Result<Option<Arc<HnswIndex>>> {
     let has_links = manifest
         .files
@@ -1454,7 +1456,7 @@ fn load_view(
                 "recorded graph view unusable; selecting it again"),
         }
     }
-    let ix = crate::indexer::load_graph(manifest, gen_dir, pool.clone())?;
+    let ix = crate::indexer::load_graph(manifest, gen_dir, pools.clone())?;
     crate::indexer::refresh_view(version, &ix, crate::graph_view::Refine::Polish)?;
     Ok(Some(Arc::new(ix)))
 }

@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::distance::Metric;
 use crate::error::{Error, Result};
+use crate::store::Store;
 use crate::version::{Filter, SearchParams, Version, poisoned};
 
 /// Thresholds, owners and limits of the evaluation endpoints (the `[eval]`
@@ -170,39 +171,110 @@ fn labels_in_name_order(names: &[String]) -> (Vec<u32>, Vec<String>) {
     (remap, out)
 }
 
+/// Slots whose ids a snapshot reads per read-lock hold (the ids pass is cheap per slot).
+const ID_SLOTS_PER_HOLD: usize = 1 << 16;
+
 impl Snapshot {
+    /// The live points of `v` at one op sequence, in id order. Copied in short read-lock holds
+    /// (a writer queued behind one long hold would stall every search behind it): the live set
+    /// and sequence are read in one hold, the slots' contents (which never change while the
+    /// store's layout stays) in later ones. A compaction in between starts it again; after a
+    /// few such restarts it copies under one hold.
     pub fn take(v: &Version) -> Result<Snapshot> {
-        let store = v.store.read().map_err(poisoned)?;
-        let mut rows: Vec<(u64, usize)> = (0..store.len())
-            .filter(|&s| store.live[s])
-            .map(|s| (store.ids[s], s))
-            .collect();
-        rows.sort_unstable();
-        let mut vectors = Vec::with_capacity(rows.len() * store.dim);
-        for &(_, s) in &rows {
-            vectors.extend_from_slice(store.vector(s));
+        for _ in 0..3 {
+            if let Some(s) = Self::take_in_holds(v)? {
+                return Ok(s);
+            }
         }
-        // The store numbers labels in the order it first saw them; the snapshot renumbers them in
-        // name order, so every order "by label" downstream (pairs with equal counts, classes) is
-        // the label order the API documents. 0 stays "unlabelled".
-        let (remap, label_names) = labels_in_name_order(&store.label_names);
-        Ok(Snapshot {
+        let store = v.store.read().map_err(poisoned)?;
+        let live = store.live.clone();
+        let mut rows = Self::live_rows(&store, &live, 0..live.len());
+        rows.sort_unstable();
+        let mut snap = Self::empty(v, &store, rows.len());
+        snap.fill(&store, &rows);
+        Ok(snap.finish(rows))
+    }
+
+    fn take_in_holds(v: &Version) -> Result<Option<Snapshot>> {
+        let (layout, live, mut snap) = {
+            let store = v.store.read().map_err(poisoned)?;
+            (
+                store.layout,
+                store.live.clone(),
+                Self::empty(v, &store, store.live_count),
+            )
+        };
+        let mut rows = Vec::with_capacity(snap.ids.capacity());
+        for from in (0..live.len()).step_by(ID_SLOTS_PER_HOLD) {
+            let store = v.store.read().map_err(poisoned)?;
+            if store.layout != layout {
+                return Ok(None);
+            }
+            rows.extend(Self::live_rows(
+                &store,
+                &live,
+                from..(from + ID_SLOTS_PER_HOLD).min(live.len()),
+            ));
+        }
+        rows.sort_unstable();
+        let per_hold = crate::indexer::COPY_FLOATS_PER_HOLD / snap.dim.max(1) + 1;
+        for part in rows.chunks(per_hold) {
+            let store = v.store.read().map_err(poisoned)?;
+            if store.layout != layout {
+                return Ok(None);
+            }
+            snap.fill(&store, part);
+        }
+        Ok(Some(snap.finish(rows)))
+    }
+
+    /// (id, slot) of the slots in `range` that `live` marks, unsorted.
+    fn live_rows(store: &Store, live: &[bool], range: std::ops::Range<usize>) -> Vec<(u64, usize)> {
+        range
+            .filter(|&s| live[s])
+            .map(|s| (store.ids[s], s))
+            .collect()
+    }
+
+    /// A snapshot header: sequence, label names, metric; points to come from `fill`.
+    fn empty(v: &Version, store: &Store, n: usize) -> Snapshot {
+        Snapshot {
             seq: store.applied_seq,
-            ids: rows.iter().map(|r| r.0).collect(),
-            labels: rows
-                .iter()
-                .map(|&(_, s)| remap[store.labels[s] as usize])
-                .collect(),
-            timestamps: rows.iter().map(|&(_, s)| store.timestamps[s]).collect(),
-            label_names,
-            vectors,
+            ids: Vec::with_capacity(n),
+            labels: Vec::with_capacity(n),
+            timestamps: Vec::with_capacity(n),
+            label_names: store.label_names.clone(),
+            vectors: Vec::with_capacity(n * store.dim),
             dim: store.dim,
             space: match v.metric() {
                 Metric::L2 => Space::L2,
                 Metric::Cosine => Space::Cosine,
                 Metric::Dot => Space::Dot,
             },
-        })
+        }
+    }
+
+    /// Appends `rows`' vectors, labels (store numbering) and timestamps.
+    fn fill(&mut self, store: &Store, rows: &[(u64, usize)]) {
+        for &(_, s) in rows {
+            self.vectors.extend_from_slice(store.vector(s));
+            self.labels.push(store.labels[s]);
+            self.timestamps.push(store.timestamps[s]);
+        }
+    }
+
+    /// Ids from `rows`; labels renumbered in name order.
+    fn finish(mut self, rows: Vec<(u64, usize)>) -> Snapshot {
+        // The store numbers labels in the order it first saw them; the snapshot renumbers them in
+        // name order, so every order "by label" downstream (pairs with equal counts, classes) is
+        // the label order the API documents. 0 stays "unlabelled".
+        let (remap, label_names) = labels_in_name_order(&self.label_names);
+        self.ids = rows.iter().map(|r| r.0).collect();
+        for l in &mut self.labels {
+            *l = remap[*l as usize];
+        }
+        self.label_names = label_names;
+        self
     }
 
     pub fn data(&self) -> Data<'_> {
@@ -567,108 +639,165 @@ pub(crate) fn recall_on(
     p: &RecallParams,
     deadline: &Deadline,
 ) -> Result<RecallReport> {
-    let n = snap.len();
-    if n < 2 {
-        return Err(Error::FailedPrecondition(
-            "recall needs at least 2 points".into(),
-        ));
-    }
-    let k = p.k.unwrap_or(10);
-    let (k_req, ef) = crate::validate::k_and_ef(k, p.ef.unwrap_or(0))?;
-    let k_eff = k_req.min(n - 1);
-    let rows = sample_rows(n, p.sample_size.unwrap_or(0) as usize, p.seed.unwrap_or(0));
-    let data = snap.data();
-    let mut class_size: HashMap<u32, usize> = HashMap::new();
-    for &l in snap.labels.iter().filter(|&&l| l != 0) {
-        *class_size.entry(l).or_default() += 1;
-    }
+    let plan = RecallPlan::new(snap, p)?;
+    let exact = plan.exact_side(snap, deadline, false)?;
+    // ANN side, on the evaluation pool.
+    let ann = plan.ann_side(v, snap)?;
+    Ok(plan.report(snap, exact, ann).0)
+}
 
-    // Exact side: one blocked pass gives both the plain top-k and the labelled ranking.
-    let started = Instant::now();
-    let ex = Exact::new(data, snap.space);
-    let exact = for_each_query(data, snap.space, &rows, deadline, |q, row| {
-        let all: Vec<u64> = ex
-            .top_m(q, row, k_eff, |_| true)
-            .iter()
-            .map(|x| snap.ids[x.0])
-            .collect();
-        let ql = snap.labels[q];
-        let labelled = (ql != 0).then(|| {
-            let r = class_size[&ql] - 1;
-            let ranked: Vec<u32> = ex
-                .top_m(q, row, k_req.max(r), |j| snap.labels[j] != 0)
-                .iter()
-                .map(|x| snap.labels[x.0])
-                .collect();
-            (retrieval::label_metrics(ql, &ranked, k_req, r), r)
-        });
-        (all, labelled)
-    })
-    .map_err(deadline_error)?;
-    let exact_ms = started.elapsed().as_secs_f64() * 1000.0 / rows.len() as f64;
+/// One recall measurement, in three steps a caller can place on different threads: the ANN
+/// side searches the version (store lock, so never on an idle-class thread), the exact side and
+/// the report only read the snapshot.
+pub(crate) struct RecallPlan {
+    pub rows: Vec<usize>,
+    k_req: usize,
+    k_eff: usize,
+    ef: usize,
+}
 
-    // ANN side, on the evaluation pool; the query's own id is dropped (or the last hit).
-    use rayon::prelude::*;
-    let ann: Vec<Result<(Vec<u64>, f64)>> = rows
-        .par_iter()
-        .map(|&q| {
-            let t = Instant::now();
-            let hits = v.search(
-                data.row(q),
-                SearchParams {
-                    k: k_eff + 1,
-                    ef: ef.max(k_eff + 1),
-                    exact: false,
-                    filter: None,
-                },
-            )?;
-            let ms = t.elapsed().as_secs_f64() * 1000.0;
-            let me = snap.ids[q];
-            let mut ids: Vec<u64> = hits.iter().map(|h| h.id).collect();
-            match ids.iter().position(|&id| id == me) {
-                Some(i) => {
-                    ids.remove(i);
-                }
-                None => {
-                    ids.pop();
-                }
-            }
-            ids.truncate(k_eff);
-            Ok((ids, ms))
+/// Per sampled query: the exact top-k ids, the label metrics (labelled queries), and the
+/// margin (second minus first exact distance) when asked for.
+pub(crate) type ExactSide = Vec<(
+    Vec<u64>,
+    Option<(retrieval::QueryLabelMetrics, usize)>,
+    Option<f64>,
+)>;
+
+impl RecallPlan {
+    pub fn new(snap: &Snapshot, p: &RecallParams) -> Result<Self> {
+        let n = snap.len();
+        if n < 2 {
+            return Err(Error::FailedPrecondition(
+                "recall needs at least 2 points".into(),
+            ));
+        }
+        let k = p.k.unwrap_or(10);
+        let (k_req, ef) = crate::validate::k_and_ef(k, p.ef.unwrap_or(0))?;
+        Ok(RecallPlan {
+            rows: sample_rows(n, p.sample_size.unwrap_or(0) as usize, p.seed.unwrap_or(0)),
+            k_req,
+            k_eff: k_req.min(n - 1),
+            ef,
         })
-        .collect();
-    let mut recalls = Vec::with_capacity(rows.len());
-    let mut lat = Vec::with_capacity(rows.len());
-    for (a, (e, _)) in ann.into_iter().zip(&exact) {
-        let (ids, ms) = a?;
-        recalls.push(retrieval::recall_at_k(&ids, e, k_eff));
-        lat.push(ms);
     }
-    lat.sort_by(f64::total_cmp);
-    let mut sorted_recalls = recalls.clone();
-    sorted_recalls.sort_by(f64::total_cmp);
-    let lm: Vec<&(retrieval::QueryLabelMetrics, usize)> =
-        exact.iter().filter_map(|(_, l)| l.as_ref()).collect();
-    let map_vals: Vec<f64> = lm.iter().filter_map(|(m, _)| m.map_at_r).collect();
-    Ok(RecallReport {
-        mode: Mode::Exact,
-        recall_at_k: stats::mean(recalls.iter().copied()),
-        precision_at_1: stats::mean(lm.iter().map(|(m, _)| m.precision_at_1)),
-        hit_at_k: stats::mean(lm.iter().map(|(m, _)| m.hit_at_k)),
-        mrr: stats::mean(lm.iter().map(|(m, _)| m.mrr)),
-        map_at_r: stats::mean(map_vals.iter().copied()),
-        knn_accuracy: stats::mean(lm.iter().map(|(m, _)| m.knn_correct)),
-        query_ids: rows.iter().map(|&r| snap.ids[r]).collect(),
-        ann_latency_p50_ms: stats::percentile_sorted(&lat, 50.0),
-        exact_latency_p50_ms: exact_ms,
-        k: k_eff as u32,
-        ef: ef as u32,
-        recall_min: sorted_recalls.first().copied().unwrap_or(f64::NAN),
-        recall_p5: stats::percentile_sorted(&sorted_recalls, 5.0),
-        queries_below_1: recalls.iter().filter(|&&r| r < 1.0).count() as u32,
-        labelled_queries: lm.len() as u32,
-        map_at_r_queries: map_vals.len() as u32,
-    })
+
+    /// One blocked pass gives the plain top-k, the labelled ranking, and (`margins`) each
+    /// query's nearest-two margin.
+    pub fn exact_side(
+        &self,
+        snap: &Snapshot,
+        deadline: &Deadline,
+        margins: bool,
+    ) -> Result<(ExactSide, f64)> {
+        let (k_req, k_eff) = (self.k_req, self.k_eff);
+        let data = snap.data();
+        let mut class_size: HashMap<u32, usize> = HashMap::new();
+        for &l in snap.labels.iter().filter(|&&l| l != 0) {
+            *class_size.entry(l).or_default() += 1;
+        }
+        let started = Instant::now();
+        let ex = Exact::new(data, snap.space);
+        let top = if margins { k_eff.max(2) } else { k_eff };
+        let exact = for_each_query(data, snap.space, &self.rows, deadline, |q, row| {
+            let nn = ex.top_m(q, row, top, |_| true);
+            let margin = (margins && nn.len() >= 2).then(|| nn[1].1 - nn[0].1);
+            let all: Vec<u64> = nn.iter().take(k_eff).map(|x| snap.ids[x.0]).collect();
+            let ql = snap.labels[q];
+            let labelled = (ql != 0).then(|| {
+                let r = class_size[&ql] - 1;
+                let ranked: Vec<u32> = ex
+                    .top_m(q, row, k_req.max(r), |j| snap.labels[j] != 0)
+                    .iter()
+                    .map(|x| snap.labels[x.0])
+                    .collect();
+                (retrieval::label_metrics(ql, &ranked, k_req, r), r)
+            });
+            (all, labelled, margin)
+        })
+        .map_err(deadline_error)?;
+        let exact_ms = started.elapsed().as_secs_f64() * 1000.0 / self.rows.len().max(1) as f64;
+        Ok((exact, exact_ms))
+    }
+
+    /// The ANN hits of each sampled query (its own id dropped, or the last hit) and the
+    /// search's milliseconds, searched in parallel on the calling pool.
+    pub fn ann_side(&self, v: &Version, snap: &Snapshot) -> Result<Vec<(Vec<u64>, f64)>> {
+        use rayon::prelude::*;
+        let (k_eff, ef) = (self.k_eff, self.ef);
+        let data = snap.data();
+        self.rows
+            .par_iter()
+            .map(|&q| {
+                let t = Instant::now();
+                let hits = v.search(
+                    data.row(q),
+                    SearchParams {
+                        k: k_eff + 1,
+                        ef: ef.max(k_eff + 1),
+                        exact: false,
+                        filter: None,
+                    },
+                )?;
+                let ms = t.elapsed().as_secs_f64() * 1000.0;
+                let me = snap.ids[q];
+                let mut ids: Vec<u64> = hits.iter().map(|h| h.id).collect();
+                match ids.iter().position(|&id| id == me) {
+                    Some(i) => {
+                        ids.remove(i);
+                    }
+                    None => {
+                        ids.pop();
+                    }
+                }
+                ids.truncate(k_eff);
+                Ok((ids, ms))
+            })
+            .collect()
+    }
+
+    /// The report, and the margins the exact side measured (empty unless asked for).
+    pub fn report(
+        &self,
+        snap: &Snapshot,
+        (exact, exact_ms): (ExactSide, f64),
+        ann: Vec<(Vec<u64>, f64)>,
+    ) -> (RecallReport, Vec<f64>) {
+        let (rows, k_eff, ef) = (&self.rows, self.k_eff, self.ef);
+        let mut recalls = Vec::with_capacity(rows.len());
+        let mut lat = Vec::with_capacity(rows.len());
+        for ((ids, ms), (e, _, _)) in ann.into_iter().zip(&exact) {
+            recalls.push(retrieval::recall_at_k(&ids, e, k_eff));
+            lat.push(ms);
+        }
+        lat.sort_by(f64::total_cmp);
+        let mut sorted_recalls = recalls.clone();
+        sorted_recalls.sort_by(f64::total_cmp);
+        let lm: Vec<&(retrieval::QueryLabelMetrics, usize)> =
+            exact.iter().filter_map(|(_, l, _)| l.as_ref()).collect();
+        let map_vals: Vec<f64> = lm.iter().filter_map(|(m, _)| m.map_at_r).collect();
+        let margins: Vec<f64> = exact.iter().filter_map(|(_, _, m)| *m).collect();
+        let report = RecallReport {
+            mode: Mode::Exact,
+            recall_at_k: stats::mean(recalls.iter().copied()),
+            precision_at_1: stats::mean(lm.iter().map(|(m, _)| m.precision_at_1)),
+            hit_at_k: stats::mean(lm.iter().map(|(m, _)| m.hit_at_k)),
+            mrr: stats::mean(lm.iter().map(|(m, _)| m.mrr)),
+            map_at_r: stats::mean(map_vals.iter().copied()),
+            knn_accuracy: stats::mean(lm.iter().map(|(m, _)| m.knn_correct)),
+            query_ids: rows.iter().map(|&r| snap.ids[r]).collect(),
+            ann_latency_p50_ms: stats::percentile_sorted(&lat, 50.0),
+            exact_latency_p50_ms: exact_ms,
+            k: k_eff as u32,
+            ef: ef as u32,
+            recall_min: sorted_recalls.first().copied().unwrap_or(f64::NAN),
+            recall_p5: stats::percentile_sorted(&sorted_recalls, 5.0),
+            queries_below_1: recalls.iter().filter(|&&r| r < 1.0).count() as u32,
+            labelled_queries: lm.len() as u32,
+            map_at_r_queries: map_vals.len() as u32,
+        };
+        (report, margins)
+    }
 }
 
 fn margin_out(

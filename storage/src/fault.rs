@@ -35,12 +35,7 @@ pub fn damage_index(
     let (manifest, gen_dir, slots) = dir
         .open_verified()?
         .ok_or_else(|| Error::FailedPrecondition("no committed index generation".into()))?;
-    let pool = Arc::new(
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .map_err(|e| Error::Internal(e.to_string()))?,
-    );
+    let pool = Arc::new(crate::ann::BuildPools::new(1)?);
     let old = HnswIndex::load(&gen_dir, &manifest.basename, pool.clone())?;
     let to_drop: HashSet<u64> = drop_ids.iter().copied().collect();
     let alter: HashSet<u64> = alter_ids.iter().copied().collect();

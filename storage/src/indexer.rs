@@ -103,6 +103,7 @@ fn step(s: &Shared, v: &Arc<Version>) -> Result<bool> {
             return Ok(true);
         };
         let refs: Vec<(usize, &[f32])> = points.iter().map(|(s, p)| (*s, p.as_slice())).collect();
+        ann.set_background(inserts_may_yield(v, &mut st, len)?);
         ann.insert(&refs)?;
         // Insert first, then publish: a search that sees the new watermark sees the points.
         v.indexed_upto.store(end, Ordering::SeqCst);
@@ -116,6 +117,7 @@ fn step(s: &Shared, v: &Arc<Version>) -> Result<bool> {
         if end == len {
             // Caught up: the view that will serve from now on is polished.
             refresh_view(v, &ann, Refine::Polish)?;
+            st.behind_since = None;
         } else if end - covered >= (covered / 10).max(4 * s.config.index_chunk) {
             refresh_view(v, &ann, Refine::Quick)?;
         }
@@ -202,9 +204,9 @@ fn park(s: &Shared, v: &Version, st: &mut IndexState) -> Result<()> {
 pub(crate) fn load_graph(
     manifest: &crate::generation::Manifest,
     gen_dir: &std::path::Path,
-    pool: Arc<rayon::ThreadPool>,
+    pools: Arc<crate::ann::BuildPools>,
 ) -> Result<HnswIndex> {
-    let ix = HnswIndex::load(gen_dir, &manifest.basename, pool)?;
+    let ix = HnswIndex::load(gen_dir, &manifest.basename, pools)?;
     if ix.len() as u64 != manifest.graph_points {
         return Err(crate::error::Error::DataCorruption(format!(
             "generation {} holds {} graph points, its manifest {}",
@@ -237,7 +239,7 @@ pub(crate) fn parked_generation(
 fn unpark(s: &Shared, v: &Version, generation: u64) -> Result<Arc<HnswIndex>> {
     let started = Instant::now();
     let (manifest, gen_dir) = parked_generation(v, generation)?;
-    let ix = load_graph(&manifest, &gen_dir, s.build_pool.clone())?;
+    let ix = load_graph(&manifest, &gen_dir, s.build_pools.clone())?;
     match v.view.read().map_err(poisoned)?.as_ref() {
         Some(g) if g.covers as u64 == manifest.slot_count => g.adopt(&ix),
         _ => {
@@ -258,14 +260,18 @@ pub(crate) fn refresh_view(v: &Version, ann: &HnswIndex, mode: Refine) -> Result
     let covers = v.indexed_upto.load(Ordering::SeqCst);
     let started = Instant::now();
     let prev = v.view.read().map_err(poisoned)?.clone();
-    let view = crate::graph_view::GraphView::export(
-        ann,
-        covers,
-        v.record.m as usize,
-        v.record.ef_construction as usize,
-        mode,
-        prev.as_deref(),
-    )?;
+    // All of the export runs on the graph's pool (its serial parts too, so they yield with
+    // the rest when the graph is in the background); the swap below is the indexer thread's.
+    let view = ann.pool().install(|| {
+        crate::graph_view::GraphView::export(
+            ann,
+            covers,
+            v.record.m as usize,
+            v.record.ef_construction as usize,
+            mode,
+            prev.as_deref(),
+        )
+    })?;
     let (links, refined) = (view.link_stats, view.refined);
     *v.view.write().map_err(poisoned)? = Some(Arc::new(view));
     tracing::debug!(version = %v.record.name, covers, refined, orphans_linked = links.orphans,
@@ -306,10 +312,43 @@ fn resident_graph(
         v.record.m as usize,
         v.record.ef_construction as usize,
         capacity,
-        s.build_pool.clone(),
+        s.build_pools.clone(),
     ));
     *ann = Some(a.clone());
     Ok(Some(a))
+}
+
+/// Floats a background copy of the store (a rebuild's compaction, an evaluation snapshot) takes
+/// per read-lock hold: about a megabyte, a fraction of a millisecond.
+pub(crate) const COPY_FLOATS_PER_HOLD: usize = 1 << 18;
+
+/// How long inserts may wait on the background pool before they move to the normal one.
+pub(crate) const BACKGROUND_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Whether graph work on `v` may run on the background pool: a view serves, and the slots it
+/// does not cover (of `len`, which every search scans exactly) are few enough for a search to
+/// scan inline. Past that, searches pay for every slot the graph lacks, so the work that closes
+/// the gap runs at normal priority.
+fn view_serves(v: &Version, len: usize) -> Result<bool> {
+    Ok(v.view
+        .read()
+        .map_err(poisoned)?
+        .as_ref()
+        .is_some_and(|g| len.saturating_sub(g.covers) <= crate::engine::INLINE_SCAN_SLOTS))
+}
+
+/// [`view_serves`], for inserts: and they have not been pending for `BACKGROUND_PATIENCE` (a
+/// machine saturated by requests would otherwise keep fresh points out of the graph for good).
+fn inserts_may_yield(v: &Version, st: &mut IndexState, len: usize) -> Result<bool> {
+    let since = *st.behind_since.get_or_insert_with(Instant::now);
+    Ok(view_serves(v, len)? && since.elapsed() < BACKGROUND_PATIENCE)
+}
+
+/// [`view_serves`], for a compacting rebuild: and the dead slots are not yet twice the share
+/// that starts one. The old graph serves meanwhile (dead nodes are skipped), so the rebuild
+/// waits for idle cores until the dead slots cost searches and memory twice what was planned.
+fn rebuild_may_yield(s: &Shared, v: &Version, len: usize, dead: usize) -> Result<bool> {
+    Ok(view_serves(v, len)? && (dead as f64) <= 2.0 * s.config.rebuild_dead_fraction * len as f64)
 }
 
 fn needs_rebuild(s: &Shared, v: &Version) -> Result<bool> {
@@ -360,7 +399,7 @@ pub(crate) fn rebuild_with(
         v.record.m as usize,
         v.record.ef_construction as usize,
         end,
-        s.build_pool.clone(),
+        s.build_pools.clone(),
     ));
     // The graph is built on the compacted numbering: the i-th kept slot becomes slot i.
     let mut kept: Vec<usize> = Vec::new();
@@ -370,16 +409,20 @@ pub(crate) fn rebuild_with(
             return Ok(());
         }
         let to = (from + s.config.index_chunk).min(end);
-        let points: Vec<(usize, Vec<f32>)> = {
+        let (points, len, dead): (Vec<(usize, Vec<f32>)>, usize, usize) = {
             let store = v.store.read().map_err(poisoned)?;
-            (from..to)
+            let points = (from..to)
                 .filter(|&slot| store.live[slot])
                 .map(|slot| {
                     kept.push(slot);
                     (kept.len() - 1, store.vector(slot).to_vec())
                 })
-                .collect()
+                .collect();
+            (points, store.len(), store.len() - store.live_count)
         };
+        // The old view serves meanwhile: the rebuild yields to searches while what that view
+        // misses stays small (a repair the caller waits for does not).
+        fresh.set_background(!serial && rebuild_may_yield(s, v, len, dead)?);
         let refs: Vec<(usize, &[f32])> = points.iter().map(|(s, p)| (*s, p.as_slice())).collect();
         if serial {
             fresh.insert_serial(&refs)?;
@@ -397,12 +440,27 @@ pub(crate) fn rebuild_with(
         Refine::Polish,
         None,
     )?;
-    // Copy under the read lock (writers and searches go on), then catch up and swap
-    // under the write lock: store, graph and watermark change together, and searches
-    // read all three under the read lock.
+    // Copy in short read-lock holds (a slot's contents never change while the index lock we
+    // hold keeps the layout; a writer queued behind one long hold would stall every search
+    // behind it), then catch up and swap under the write lock: store, graph and watermark
+    // change together, and searches read all three under the read lock.
     let (mut compacted, copied) = {
-        let store = v.store.read().map_err(poisoned)?;
-        (store.compacted(&kept, end), store.len())
+        let per_hold = COPY_FLOATS_PER_HOLD / v.dim().max(1) + 1;
+        let mut out = v.store.read().map_err(poisoned)?.empty_copy(kept.len());
+        for olds in kept.chunks(per_hold) {
+            let store = v.store.read().map_err(poisoned)?;
+            store.copy_slots(&mut out, olds.iter().copied());
+        }
+        let mut next = end;
+        loop {
+            let store = v.store.read().map_err(poisoned)?;
+            let stop = store.len().min(next + per_hold);
+            store.copy_slots(&mut out, next..stop);
+            next = stop;
+            if next == store.len() {
+                break (out, next);
+            }
+        }
     };
     {
         let mut store = v.store.write().map_err(poisoned)?;

@@ -36,7 +36,7 @@ pub use engine::{
     PointOutput, VersionInfo, VersionSpec,
 };
 pub use error::{Error, Result};
-pub use version::{Filter, Hit, SearchParams};
+pub use version::{Filter, Hit, SearchParams, idle_store_locks};
 
 #[cfg(test)]
 mod tests;

@@ -3,10 +3,9 @@
 //! the server decides when to run them (`due`) and exports the results as gauges.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use emberdb_eval::knn::{Exact, for_each_query};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::CF_META;
@@ -14,9 +13,9 @@ use crate::consistency;
 use crate::drift::{self, DriftRequest, WindowSpec};
 use crate::engine::{Engine, now_ms, sync_write};
 use crate::error::{Error, Result};
-use crate::evaluate::{self, EvalConfig, RecallParams, Snapshot, deadline_error, sample_rows};
+use crate::evaluate::{self, EvalConfig, RecallParams, Snapshot, sample_rows};
 use crate::validate;
-use crate::version::poisoned;
+use crate::version::{Version, poisoned};
 
 /// What a monitor measures, and how often.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,6 +54,46 @@ pub struct MonitorStatus {
     pub runs_error: u64,
     next_due: Instant,
     running: bool,
+    /// The last computed result and what it was computed from (see [`Inputs`]).
+    memo: Option<(Inputs, MonitorResult)>,
+}
+
+/// What a monitor's numbers depend on: the versions it reads (by id, so an alias that moved
+/// counts as a change), their op sequences and slot layouts, and the view searches walk. Every
+/// sample is seeded, so equal inputs give equal numbers: a run on an unchanged version reuses
+/// the last one (only the consistency check, which has its own schedule, runs again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Inputs {
+    version: (u64, u64, u64),
+    view: (usize, usize, usize, bool),
+    baseline: Option<(u64, u64, u64)>,
+}
+
+impl Inputs {
+    fn of(v: &Version, baseline: Option<&Version>) -> Result<Inputs> {
+        let state = |v: &Version| -> Result<(u64, u64, u64)> {
+            let store = v.store.read().map_err(poisoned)?;
+            Ok((v.record.id, store.applied_seq, store.layout))
+        };
+        let view = v
+            .view
+            .read()
+            .map_err(poisoned)?
+            .as_ref()
+            .map_or((0, 0, 0, false), |g| {
+                (
+                    Arc::as_ptr(g) as usize,
+                    g.covers,
+                    g.nodes(),
+                    g.refine == crate::graph_view::Refine::Polish,
+                )
+            });
+        Ok(Inputs {
+            version: state(v)?,
+            view,
+            baseline: baseline.map(state).transpose()?,
+        })
+    }
 }
 
 pub const DEFAULT_K: u32 = 10;
@@ -117,6 +156,7 @@ impl MonitorStatus {
             runs_error: 0,
             next_due: Instant::now(),
             running: false,
+            memo: None,
         }
     }
 }
@@ -265,44 +305,79 @@ impl Engine {
     fn measure(&self, spec: &MonitorSpec) -> Result<MonitorResult> {
         let v = self.resolve(&spec.collection, &spec.version)?;
         let s = self.shared();
+        let baseline_version = match &spec.baseline {
+            Some(b) => Some(self.resolve(&spec.collection, &b.version)?),
+            None => None,
+        };
+        // Read before the snapshot: a write in between makes the next run's inputs differ.
+        let inputs = Inputs::of(&v, baseline_version.as_deref())?;
+        let consistent = consistency::monitor_check(s, &v)?;
+        let key = (spec.collection.clone(), spec.version.clone());
+        let memo = s
+            .monitors
+            .lock()
+            .map_err(poisoned)?
+            .get(&key)
+            .filter(|m| m.spec == *spec)
+            .and_then(|m| m.memo.clone())
+            .filter(|(i, _)| *i == inputs);
+        if let Some((_, r)) = memo {
+            s.stats
+                .monitor_results_reused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(MonitorResult { consistent, ..r });
+        }
+        let r = self.compute(spec, &v, baseline_version.as_deref(), consistent)?;
+        if let Some(m) = s.monitors.lock().map_err(poisoned)?.get_mut(&key)
+            && m.spec == *spec
+        {
+            m.memo = Some((inputs, r.clone()));
+        }
+        Ok(r)
+    }
+
+    /// The measurements of one run (`consistent` from the caller's check).
+    fn compute(
+        &self,
+        spec: &MonitorSpec,
+        v: &Arc<Version>,
+        baseline_version: Option<&Version>,
+        consistent: bool,
+    ) -> Result<MonitorResult> {
+        let s = self.shared();
         let cfg = &s.config.eval;
-        let snap = Snapshot::take(&v)?;
+        let snap = Snapshot::take(v)?;
         // Drift in a monitor compares seeded samples of both windows (the Drift RPC
         // uses every point): a periodic check, not a report.
         let drift_rows = (spec.sample_size as usize * DRIFT_SAMPLE_FACTOR).max(200);
-        let baseline = match &spec.baseline {
-            Some(b) => {
-                let w = drift::window(&*self.resolve(&spec.collection, &b.version)?, b)?;
+        let baseline = match (&spec.baseline, baseline_version) {
+            (Some(b), Some(bv)) => {
+                let w = drift::window(bv, b)?;
                 Some(w.rows(&sample_rows(w.len(), drift_rows, 1)))
             }
-            None => None,
+            _ => None,
         };
         let current = baseline
             .as_ref()
             .map(|_| snap.rows(&sample_rows(snap.len(), drift_rows, 2)));
-        let consistent = consistency::monitor_check(s, &v)?;
+        // The searches take the store lock: they run here, at normal priority, on the query
+        // pool. The monitor pool (idle class) only reads the snapshot: a thread of that class
+        // holding the lock while preempted would stall a queued writer and every search behind it.
+        let plan = evaluate::RecallPlan::new(
+            &snap,
+            &RecallParams {
+                k: Some(spec.k),
+                ef: None,
+                sample_size: Some(spec.sample_size),
+                seed: Some(0),
+            },
+        )?;
+        let ann = s.query_pool.install(|| plan.ann_side(v, &snap))?;
         s.monitor_pool.install(|| {
             let deadline = emberdb_eval::Deadline::none();
-            let recall = evaluate::recall_on(
-                &v,
-                &snap,
-                &RecallParams {
-                    k: Some(spec.k),
-                    ef: None,
-                    sample_size: Some(spec.sample_size),
-                    seed: Some(0),
-                },
-                &deadline,
-            )?;
-            // Margins of the same sampled queries (nearest two other points).
-            let rows = sample_rows(snap.len(), spec.sample_size as usize, 0);
-            let ex = Exact::new(snap.data(), snap.space);
-            let margins = for_each_query(snap.data(), snap.space, &rows, &deadline, |q, c| {
-                let nn = ex.top_m(q, c, 2, |_| true);
-                (nn.len() == 2).then(|| nn[1].1 - nn[0].1)
-            })
-            .map_err(deadline_error)?;
-            let margins: Vec<f64> = margins.into_iter().flatten().collect();
+            // Margins of the same sampled queries (nearest two other points), from the same pass.
+            let exact = plan.exact_side(&snap, &deadline, true)?;
+            let (recall, margins) = plan.report(&snap, exact, ann);
             let low = margins
                 .iter()
                 .filter(|&&m| m < cfg.margin_threshold)

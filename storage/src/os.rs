@@ -7,6 +7,7 @@
 /// and sets its nice value to `nice` (Linux: both are per thread). Best effort:
 /// failure is logged, never fatal.
 pub fn lower_thread_priority(nice: i32) {
+    IDLE_CLASS.with(|c| c.set(true));
     // SAFETY: gettid, sched_setscheduler and setpriority take plain integers and a
     // pointer to a live, initialised `sched_param` on our stack.
     let (idle, niced) = unsafe {
@@ -20,6 +21,15 @@ pub fn lower_thread_priority(nice: i32) {
     if idle != 0 || niced != 0 {
         tracing::warn!(nice, error = %std::io::Error::last_os_error(), "could not lower thread priority");
     }
+}
+
+thread_local! {
+    static IDLE_CLASS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the calling thread asked for the idle class ([`lower_thread_priority`]).
+pub fn on_idle_thread() -> bool {
+    IDLE_CLASS.with(|c| c.get())
 }
 
 /// Hands memory the allocator holds but no longer uses back to the kernel (glibc keeps freed

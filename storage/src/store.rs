@@ -39,6 +39,15 @@ pub struct Store {
     live_blocks: Vec<u32>,
     /// Highest op sequence applied to this mirror.
     pub applied_seq: u64,
+    /// Process-unique identity of this slot layout. A slot's contents never change while the
+    /// layout stays; a rebuild's compaction or a repair's reload installs a new store, and
+    /// with it a new layout. Readers that copy in several short lock holds check it.
+    pub layout: u64,
+}
+
+fn next_layout() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 const LIVE_BLOCK: usize = 4096;
@@ -47,6 +56,7 @@ impl Store {
     pub fn new(dim: usize) -> Self {
         Store {
             dim,
+            layout: next_layout(),
             label_names: vec![String::new()],
             label_ids: [(String::new(), 0)].into(),
             ..Default::default()
@@ -179,9 +189,17 @@ impl Store {
     /// followed by every slot from `tail` on, renumbered; everything else (dead
     /// slots) is dropped. Taken under the read lock; [`Store::catch_up`] then
     /// applies, under the write lock, what changed since.
+    #[cfg(test)]
     pub fn compacted(&self, kept: &[usize], tail: usize) -> Store {
-        let n = kept.len() + self.len().saturating_sub(tail);
-        let mut out = Store {
+        let mut out = self.empty_copy(kept.len() + self.len().saturating_sub(tail));
+        self.copy_slots(&mut out, kept.iter().copied().chain(tail..self.len()));
+        out
+    }
+
+    /// An empty store of the same dimension and labels, with room for `n` slots and a new
+    /// layout: the start of a [`Store::compacted`] copy made in several lock holds.
+    pub fn empty_copy(&self, n: usize) -> Store {
+        Store {
             dim: self.dim,
             vectors: Vec::with_capacity(n * self.dim),
             norms: Vec::with_capacity(n),
@@ -193,17 +211,21 @@ impl Store {
             timestamps: Vec::with_capacity(n),
             metadata: Vec::with_capacity(n),
             live: Vec::with_capacity(n),
-            id_to_slot: HashMap::with_capacity(self.live_count),
+            id_to_slot: HashMap::with_capacity(n),
             label_names: self.label_names.clone(),
             label_ids: self.label_ids.clone(),
             live_count: 0,
             live_blocks: Vec::with_capacity(n.div_ceil(LIVE_BLOCK)),
             applied_seq: self.applied_seq,
-        };
-        for old in kept.iter().copied().chain(tail..self.len()) {
+            layout: next_layout(),
+        }
+    }
+
+    /// Appends this store's slots `olds` to `out`, renumbered, live as they are here.
+    pub fn copy_slots(&self, out: &mut Store, olds: impl IntoIterator<Item = usize>) {
+        for old in olds {
             out.push_from(self, old);
         }
-        out
     }
 
     /// Brings a [`Store::compacted`] copy taken when this store had `copied` slots up

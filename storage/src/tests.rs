@@ -295,18 +295,27 @@ fn searches_during_compacting_rebuilds_stay_consistent() -> R {
         std::thread::sleep(Duration::from_millis(30));
     }
     assert!(e.wait_indexed("c", "v", Duration::from_secs(60))?);
+    // The readers keep every core busy: the compacting rebuild starts on the background pool and
+    // moves to the normal one once the dead slots are twice the share that starts one, so it
+    // happens under them.
+    let rebuilt = || {
+        e.stats()
+            .rebuilds_dead
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !rebuilt() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for r in readers {
         let checked = r.join().map_err(|_| "reader panicked")??;
         assert!(checked > 100, "only {checked} hits checked");
     }
-    assert!(
-        e.stats()
-            .rebuilds_dead
-            .load(std::sync::atomic::Ordering::Relaxed)
-            >= 1
-    );
+    assert!(rebuilt(), "no compacting rebuild under the readers");
+    assert!(e.wait_indexed("c", "v", Duration::from_secs(60))?);
     Ok(())
 }
 
@@ -615,5 +624,108 @@ fn idle_graph_is_parked_and_reloaded_for_inserts() -> R {
     assert_eq!(r.indexed_points, 4500);
     assert!(self_recall(&e, more)? >= 0.995, "after restart and insert");
     assert!(self_recall(&e, data)? >= 0.995, "after restart and insert");
+    Ok(())
+}
+
+/// An engine with collection "c" holding each (version, seed, n) as an indexed 8-d mixture.
+fn indexed_mixtures(
+    dir: &std::path::Path,
+    versions: &[(&str, u64, u64)],
+) -> Result<Engine, Box<dyn std::error::Error>> {
+    let e = Engine::open(EngineConfig::new(dir))?;
+    for &(name, seed, n) in versions {
+        e.create_version("c", name, spec(8))?;
+        e.upsert("c", name, &mixture(seed, n, 8, 4))?;
+        assert!(e.wait_indexed("c", name, Duration::from_secs(120))?);
+    }
+    Ok(e)
+}
+
+/// A monitor of c/v every second: recall@10 and margins on 100 sampled queries, drift
+/// against `baseline` when given.
+fn monitor_spec(baseline: Option<&str>) -> crate::monitor::MonitorSpec {
+    crate::monitor::MonitorSpec {
+        collection: "c".into(),
+        version: "v".into(),
+        interval_s: 1,
+        k: 10,
+        sample_size: 100,
+        baseline: baseline.map(|b| crate::drift::WindowSpec {
+            version: b.into(),
+            from_ms: None,
+            to_ms: None,
+        }),
+    }
+}
+
+/// Threads of the idle scheduling class (the monitor pool, the background build pool) never
+/// take the store lock: one preempted while holding it would stall a queued writer and every
+/// search queued behind that writer. Monitors run while trickle writes go to the background
+/// pool; every acquisition on such a thread is counted.
+#[test]
+fn idle_class_threads_never_take_the_store_lock() -> R {
+    let dir = tempfile::tempdir()?;
+    let e = indexed_mixtures(dir.path(), &[("v", 3, 3000)])?;
+    let spec = monitor_spec(None);
+    e.set_monitor(spec.clone())?;
+    let before = crate::idle_store_locks();
+    for round in 0..4u64 {
+        // Overwrites of existing ids: small tails the indexer inserts on the background pool.
+        let mut batch = mixture(10 + round, 40, 8, 4);
+        for (i, p) in batch.iter_mut().enumerate() {
+            p.id = round * 40 + i as u64;
+        }
+        e.upsert("c", "v", &batch)?;
+        let r = e.run_monitor(&spec)?;
+        assert!(r.recall_at_k > 0.5, "recall {}", r.recall_at_k);
+        assert!(r.low_margin_fraction >= 0.0 && r.low_margin_fraction <= 1.0);
+        assert_eq!(r.points, 3000);
+    }
+    assert!(e.wait_indexed("c", "v", Duration::from_secs(120))?);
+    assert_eq!(
+        crate::idle_store_locks(),
+        before,
+        "store lock taken on an idle-class thread"
+    );
+    Ok(())
+}
+
+/// A monitor run on a version nothing changed in reuses the last numbers (every sample is
+/// seeded, so they would come out the same); a write, or a baseline that moves, recomputes.
+#[test]
+fn monitor_runs_on_unchanged_versions_reuse_their_result() -> R {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir()?;
+    let e = indexed_mixtures(dir.path(), &[("v", 5, 2000), ("base", 6, 2000)])?;
+    let spec = monitor_spec(Some("base"));
+    e.set_monitor(spec.clone())?;
+    let reused = || e.stats().monitor_results_reused.load(Relaxed);
+    let first = e.run_monitor(&spec)?;
+    assert_eq!(reused(), 0);
+    assert_eq!(e.run_monitor(&spec)?, first, "same inputs, same numbers");
+    assert_eq!(reused(), 1);
+    // A write to the monitored version: computed again.
+    e.upsert("c", "v", &mixture(7, 10, 8, 4))?;
+    assert!(e.wait_indexed("c", "v", Duration::from_secs(120))?);
+    let after_write = e.run_monitor(&spec)?;
+    assert_eq!(reused(), 1);
+    assert_eq!(after_write.points, 2000);
+    // A write to the baseline only: computed again too.
+    e.upsert(
+        "c",
+        "base",
+        &mixture(8, 500, 8, 4)
+            .into_iter()
+            .map(|mut p| {
+                p.vector[0] += 20.0;
+                p
+            })
+            .collect::<Vec<_>>(),
+    )?;
+    let after_baseline = e.run_monitor(&spec)?;
+    assert_eq!(reused(), 1);
+    assert_ne!(after_baseline.drift_score, after_write.drift_score);
+    assert_eq!(e.run_monitor(&spec)?, after_baseline);
+    assert_eq!(reused(), 2);
     Ok(())
 }

@@ -52,6 +52,9 @@ pub(crate) struct IndexState {
     pub unpersisted: usize,
     /// When the index last changed (for the idle-persist policy).
     pub last_change: Option<std::time::Instant>,
+    /// Since when graph work has been pending without the graph catching up (`None`: caught up).
+    /// Background work past `indexer::BACKGROUND_PATIENCE` moves to the normal pool.
+    pub behind_since: Option<std::time::Instant>,
 }
 
 pub struct Version {
@@ -63,7 +66,7 @@ pub struct Version {
     /// Last op sequence written durably (mirrors `seq/<id>` in RocksDB).
     pub(crate) last_seq: AtomicU64,
     /// Read-mostly: searches share it; writers hold it only to apply a committed batch.
-    pub(crate) store: RwLock<Store>,
+    pub(crate) store: StoreLock,
     pub(crate) ann: RwLock<Option<Arc<HnswIndex>>>,
     /// Our searchable copy of `ann` (see `graph_view.rs`); covers a prefix of the slots.
     pub(crate) view: RwLock<Option<Arc<crate::graph_view::GraphView>>>,
@@ -534,6 +537,44 @@ impl PartialOrd for OrdF64 {
 impl Ord for OrdF64 {
     fn cmp(&self, o: &Self) -> CmpOrdering {
         self.0.total_cmp(&o.0)
+    }
+}
+
+/// The store's lock. std's `RwLock` lets a queued writer block new readers, so a holder that
+/// is not running (a thread of the idle scheduling class preempted by load) would stall the
+/// writer and every search behind it: threads of that class (monitors, background graph work)
+/// must never take it. Every acquisition on such a thread is counted ([`idle_store_locks`]),
+/// and tests hold the count at zero.
+pub(crate) struct StoreLock(RwLock<Store>);
+
+static IDLE_STORE_LOCKS: AtomicU64 = AtomicU64::new(0);
+
+/// Store-lock acquisitions made on idle-class threads since the process started (a defect when
+/// not zero; see [`StoreLock`]).
+pub fn idle_store_locks() -> u64 {
+    IDLE_STORE_LOCKS.load(Ordering::Relaxed)
+}
+
+impl StoreLock {
+    pub(crate) fn new(store: Store) -> Self {
+        StoreLock(RwLock::new(store))
+    }
+
+    fn note(&self) {
+        if crate::os::on_idle_thread() {
+            IDLE_STORE_LOCKS.fetch_add(1, Ordering::Relaxed);
+            debug_assert!(false, "the store lock was taken on an idle-class thread");
+        }
+    }
+
+    pub(crate) fn read(&self) -> std::sync::LockResult<std::sync::RwLockReadGuard<'_, Store>> {
+        self.note();
+        self.0.read()
+    }
+
+    pub(crate) fn write(&self) -> std::sync::LockResult<std::sync::RwLockWriteGuard<'_, Store>> {
+        self.note();
+        self.0.write()
     }
 }
 
