@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use emberdb_proto::v1 as pb;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tonic::{Code, Request, Status};
@@ -437,6 +438,47 @@ pub fn check<T>(req: &Request<T>, need: Role, collection: &str) -> Result<(), St
     principal(req)?.authorize(need, collection)
 }
 
+/// A read request about one version (or alias) of one collection.
+pub trait VersionScoped {
+    fn scope(&self) -> (&str, &str);
+}
+
+macro_rules! version_scoped {
+    ($($t:ty),*) => {$(
+        impl VersionScoped for $t {
+            fn scope(&self) -> (&str, &str) {
+                (&self.collection, &self.version)
+            }
+        }
+    )*};
+}
+
+version_scoped!(
+    pb::DescribeVersionRequest,
+    pb::RecallRequest,
+    pb::MarginRequest,
+    pb::ConfusionRequest,
+    pb::ActionsRequest,
+    pb::ProjectRequest,
+    pb::GetRequest,
+    pb::SearchRequest,
+    pb::SearchBatchRequest
+);
+
+impl VersionScoped for pb::DriftRequest {
+    fn scope(&self) -> (&str, &str) {
+        let current = self.current.as_ref().map_or("", |w| w.version.as_str());
+        (&self.collection, current)
+    }
+}
+
+/// [`check`] for a request about one version: the request's span records the version too.
+pub fn check_scoped<T: VersionScoped>(req: &Request<T>, need: Role) -> Result<(), Status> {
+    let (collection, version) = req.get_ref().scope();
+    tracing::Span::current().record("version", version);
+    check(req, need, collection)
+}
+
 /// The principal the auth layer attached. Fails closed: a request that did not pass the layer
 /// is refused.
 fn principal<T>(req: &Request<T>) -> Result<&Principal, Status> {
@@ -477,6 +519,9 @@ impl Caller {
         need: Role,
         work: impl std::future::Future<Output = Result<T, Status>>,
     ) -> Result<T, Status> {
+        if !version.is_empty() {
+            tracing::Span::current().record("version", version);
+        }
         let result = match self.check(need, collection) {
             Ok(()) => work.await,
             Err(e) => Err(e),

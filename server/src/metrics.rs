@@ -407,12 +407,13 @@ where
         let request_id = request_id(req.headers().get("x-request-id"));
         // One span per request: everything logged while serving it carries the method, the
         // request id (the client's `x-request-id`, else one of ours) and, once a handler has
-        // checked access, the collection.
+        // checked access, the collection and the version (or alias) as the request names it.
         let span = tracing::info_span!(
             "request",
             method,
             request_id = %request_id,
             collection = tracing::field::Empty,
+            version = tracing::field::Empty,
         );
         let fut = {
             let _entered = span.enter();

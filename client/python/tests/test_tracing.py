@@ -1,5 +1,5 @@
-"""One tracing span per request: every log line of a request carries its method, request id
-and collection, and the reply echoes the request id."""
+"""One tracing span per request: every log line of a request carries its method, request id,
+collection and version, and the reply echoes the request id."""
 import json
 import time
 
@@ -11,7 +11,7 @@ from emberdb._proto import pb
 from server import Server
 
 
-def test_request_span_carries_method_request_id_and_collection(tmp_path):
+def test_request_span_carries_method_request_id_collection_and_version(tmp_path):
     s = Server(str(tmp_path / "data"), log_level="info,emberdb_server=debug")
     try:
         with emberdb.Client(s.addr) as c:
@@ -47,6 +47,7 @@ def test_request_span_carries_method_request_id_and_collection(tmp_path):
         assert len(finished) == 1
         span = finished[0]["span"]
         assert span["method"] == "Search" and span["collection"] == "traced"
+        assert span["version"] == "v1"
         assert finished[0]["fields"]["code"] == "OK"
     finally:
         s.stop()

@@ -56,7 +56,7 @@ impl Collections for CollectionsService {
         &self,
         req: Request<pb::DescribeVersionRequest>,
     ) -> Result<Response<pb::DescribeVersionResponse>, Status> {
-        auth::check(&req, Role::Reader, &req.get_ref().collection)?;
+        auth::check_scoped(&req, Role::Reader)?;
         let pb::DescribeVersionRequest {
             collection,
             version,

@@ -40,7 +40,7 @@ impl Evaluation for EvaluationService {
         req: Request<pb::RecallRequest>,
     ) -> Result<Response<pb::RecallReport>, Status> {
         let deadline = deadline(&req);
-        auth::check(&req, Role::Reader, &req.get_ref().collection)?;
+        auth::check_scoped(&req, Role::Reader)?;
         let ticket = self.blocking.eval_permit()?;
         let budget = ticket.budget(deadline);
         let pb::RecallRequest {
@@ -69,7 +69,7 @@ impl Evaluation for EvaluationService {
         req: Request<pb::MarginRequest>,
     ) -> Result<Response<pb::MarginReport>, Status> {
         let deadline = deadline(&req);
-        auth::check(&req, Role::Reader, &req.get_ref().collection)?;
+        auth::check_scoped(&req, Role::Reader)?;
         let ticket = self.blocking.eval_permit()?;
         let budget = ticket.budget(deadline);
         let pb::MarginRequest {
@@ -92,7 +92,7 @@ impl Evaluation for EvaluationService {
         req: Request<pb::ConfusionRequest>,
     ) -> Result<Response<pb::ConfusionReport>, Status> {
         let deadline = deadline(&req);
-        auth::check(&req, Role::Reader, &req.get_ref().collection)?;
+        auth::check_scoped(&req, Role::Reader)?;
         let ticket = self.blocking.eval_permit()?;
         let budget = ticket.budget(deadline);
         let pb::ConfusionRequest {
@@ -114,7 +114,7 @@ impl Evaluation for EvaluationService {
         req: Request<pb::ActionsRequest>,
     ) -> Result<Response<pb::ActionsReport>, Status> {
         let deadline = deadline(&req);
-        auth::check(&req, Role::Reader, &req.get_ref().collection)?;
+        auth::check_scoped(&req, Role::Reader)?;
         let ticket = self.blocking.eval_permit()?;
         let budget = ticket.budget(deadline);
         let pb::ActionsRequest {
@@ -148,7 +148,7 @@ impl Evaluation for EvaluationService {
         &self,
         req: Request<pb::ProjectRequest>,
     ) -> Result<Response<pb::ProjectReport>, Status> {
-        auth::check(&req, Role::Reader, &req.get_ref().collection)?;
+        auth::check_scoped(&req, Role::Reader)?;
         let _ticket = self.blocking.eval_permit()?;
         let pb::ProjectRequest {
             collection,

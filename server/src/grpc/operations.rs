@@ -212,7 +212,7 @@ impl Operations for OperationsService {
         &self,
         req: Request<pb::DriftRequest>,
     ) -> Result<Response<pb::DriftReport>, Status> {
-        auth::check(&req, Role::Reader, &req.get_ref().collection)?;
+        auth::check_scoped(&req, Role::Reader)?;
         let ticket = self.blocking.eval_permit()?;
         let budget = ticket.budget(deadline(&req));
         let r = req.into_inner();

@@ -110,7 +110,7 @@ impl Points for PointsService {
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        auth::check(&req, Role::Reader, &req.get_ref().collection)?;
+        auth::check_scoped(&req, Role::Reader)?;
         let pb::GetRequest {
             collection,
             version,
@@ -130,7 +130,7 @@ impl Points for PointsService {
         &self,
         req: Request<pb::SearchRequest>,
     ) -> Result<Response<pb::SearchResponse>, Status> {
-        auth::check(&req, Role::Reader, &req.get_ref().collection)?;
+        auth::check_scoped(&req, Role::Reader)?;
         let pb::SearchRequest {
             collection,
             version,
@@ -198,7 +198,7 @@ impl Points for PointsService {
         &self,
         req: Request<pb::SearchBatchRequest>,
     ) -> Result<Response<pb::SearchBatchResponse>, Status> {
-        auth::check(&req, Role::Reader, &req.get_ref().collection)?;
+        auth::check_scoped(&req, Role::Reader)?;
         let pb::SearchBatchRequest {
             collection,
             version,
