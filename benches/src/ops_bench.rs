@@ -1,7 +1,7 @@
 //! `ember-ops-bench`: the model-version operations through gRPC against a real
 //! server process: Drift on 2 × 100,000 × 128 points, CompareVersions on 50,000
-//! shared ids × 128, and Search p99 under load with and without monitors running
-//! (A/B/A, one run, so the ratio is measured on the same noisy machine).
+//! shared ids × 128, and Search p99 under load (searches plus a steady writer) with and
+//! without monitors running (A/B/A, one run, so the ratio is measured on the same noisy machine).
 
 use emberdb_benches::data;
 use emberdb_benches::server::Server;
@@ -31,8 +31,16 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     monitor_rounds: usize,
     /// Monitor interval while under load.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 1)]
     monitor_interval_s: u32,
+    /// Monitors running in the "with" phases: the first on the searched version (v1, drift
+    /// against v2), the second on v2.
+    #[arg(long, default_value_t = 1)]
+    monitors: usize,
+    /// Points per second a writer overwrites in the searched version during every phase
+    /// (batches of 50; 0 = no writer).
+    #[arg(long, default_value_t = 500)]
+    write_rate: u32,
     /// Skip parts: any of drift, canary, monitors.
     #[arg(long)]
     skip: Vec<String>,
@@ -101,19 +109,55 @@ fn median_and_runs(times: &[f64]) -> String {
     format!("median {:.2} s (runs {runs:?})", times[times.len() / 2])
 }
 
-/// Closed-loop search load from `clients` connections for `secs`; returns (p50, p99, QPS).
+/// Closed-loop search load from `clients` connections for `secs`, beside a writer that
+/// overwrites random points of the searched version at `write_rate` points/s (the
+/// version's size stays the same); returns (p50, p99, QPS, points written).
 async fn load(
     addr: &str,
-    queries: Arc<Vec<Vec<f32>>>,
+    d: Arc<data::Dataset>,
     clients: usize,
     secs: u64,
-) -> anyhow::Result<(f64, f64, f64)> {
+    write_rate: u32,
+) -> anyhow::Result<(f64, f64, f64, u64)> {
     let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let mut c = Client::connect(addr.to_string()).await?;
+        let (stop, d) = (stop.clone(), d.clone());
+        tokio::spawn(async move {
+            const BATCH: u32 = 50;
+            let mut written = 0u64;
+            if write_rate == 0 {
+                return anyhow::Ok(written);
+            }
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(
+                f64::from(BATCH) / f64::from(write_rate),
+            ));
+            let mut next = 0x9e37_79b9_7f4a_7c15u64;
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let points = (0..BATCH)
+                    .map(|_| {
+                        next = next.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                        let i = (next >> 33) as usize % d.train.len();
+                        pb::Point {
+                            id: i as u64,
+                            vector: d.train[i].clone(),
+                            label: d.train_labels[i].clone(),
+                            ..Default::default()
+                        }
+                    })
+                    .collect();
+                written += c.upsert("canary", "v1", points).await?;
+            }
+            anyhow::Ok(written)
+        })
+    };
     let mut tasks = Vec::new();
     for t in 0..clients {
         let mut c = Client::connect(addr.to_string()).await?;
-        let (stop, queries) = (stop.clone(), queries.clone());
+        let (stop, d) = (stop.clone(), d.clone());
         tasks.push(tokio::spawn(async move {
+            let queries = &d.queries;
             let mut h = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
             let mut i = t * 7919;
             while !stop.load(Ordering::Relaxed) {
@@ -132,10 +176,12 @@ async fn load(
     for t in tasks {
         all.add(t.await??)?;
     }
+    let written = writer.await??;
     Ok((
         all.value_at_quantile(0.5) as f64,
         all.value_at_quantile(0.99) as f64,
         all.len() as f64 / secs as f64,
+        written,
     ))
 }
 
@@ -226,12 +272,16 @@ async fn main() -> anyhow::Result<()> {
     if !skip("monitors") {
         // Alternating phases (off, on, off, on, ..., off) so drift of the machine's speed
         // hits both sides; the ratio compares the medians of the phases' p99s.
-        let queries = Arc::new(d.queries.clone());
+        let d = Arc::new(d);
+        let monitored: Vec<(&str, &str)> = [("v1", "v2"), ("v2", "v1")]
+            .into_iter()
+            .take(args.monitors)
+            .collect();
         let (mut off, mut on) = (Vec::new(), Vec::new());
         for phase in 0..(2 * args.monitor_rounds + 1) {
             let monitors = phase % 2 == 1;
             if monitors {
-                for ver in ["v1", "v2"] {
+                for &(ver, baseline) in &monitored {
                     c.set_monitor(pb::MonitorSpec {
                         collection: "canary".into(),
                         version: ver.into(),
@@ -239,7 +289,7 @@ async fn main() -> anyhow::Result<()> {
                         k: 10,
                         sample_size: 200,
                         baseline: Some(pb::Window {
-                            version: ver.into(),
+                            version: baseline.into(),
                             from_ms: None,
                             to_ms: None,
                         }),
@@ -247,7 +297,8 @@ async fn main() -> anyhow::Result<()> {
                     .await?;
                 }
             }
-            let (p50, p99, qps) = load(&addr, queries.clone(), args.clients, args.load_s).await?;
+            let (p50, p99, qps, written) =
+                load(&addr, d.clone(), args.clients, args.load_s, args.write_rate).await?;
             let runs: Vec<f64> = if monitors {
                 c.list_monitors("canary")
                     .await?
@@ -258,9 +309,13 @@ async fn main() -> anyhow::Result<()> {
                 Vec::new()
             };
             println!(
-                "phase {phase} ({}): p50 {p50} us, p99 {p99} us, {qps:.0} QPS{}",
+                "phase {phase} ({}): p50 {p50} us, p99 {p99} us, {qps:.0} QPS, {written} points written{}",
                 if monitors {
-                    format!("2 monitors every {} s", args.monitor_interval_s)
+                    format!(
+                        "{} monitor(s) every {} s",
+                        monitored.len(),
+                        args.monitor_interval_s
+                    )
                 } else {
                     "no monitors".into()
                 },
@@ -271,8 +326,9 @@ async fn main() -> anyhow::Result<()> {
                 }
             );
             if monitors {
-                c.delete_monitor("canary", "v1").await?;
-                c.delete_monitor("canary", "v2").await?;
+                for &(ver, _) in &monitored {
+                    c.delete_monitor("canary", ver).await?;
+                }
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 on.push(p99);
             } else {
@@ -281,7 +337,7 @@ async fn main() -> anyhow::Result<()> {
         }
         let median = |v: &mut Vec<f64>| {
             v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
+            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
         };
         let (m_on, m_off) = (median(&mut on), median(&mut off));
         println!(
