@@ -96,6 +96,11 @@ impl BuildPools {
     pub fn normal(&self) -> &rayon::ThreadPool {
         &self.normal
     }
+
+    /// The idle-class pool: for work that holds no lock a request waits on.
+    pub fn background(&self) -> &rayon::ThreadPool {
+        &self.background
+    }
 }
 
 /// hnsw_rs-backed index.

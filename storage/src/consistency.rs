@@ -91,7 +91,9 @@ fn check_mirror(s: &Shared, v: &Version, store: &Store, f: &mut Findings) -> Res
     let mut stored = 0u64;
     let mut seen: HashSet<u64> = HashSet::with_capacity(store.live_count);
     let (mut missing, mut differ) = (0usize, 0usize);
+    let mut pacer = crate::os::Pacer::new();
     s.for_each_stored_point(v.record.id, v.dim(), |id, p| {
+        pacer.tick();
         stored += 1;
         seen.insert(id);
         match store.id_to_slot.get(&id) {
@@ -141,12 +143,58 @@ pub(crate) fn check(s: &Shared, v: &Version, depth: Depth) -> Result<Consistency
 /// `check`, optionally without re-reading the committed generation files (the report then says
 /// `NoGeneration` for them; only the monitors' cached check asks for that).
 fn check_with(s: &Shared, v: &Version, depth: Depth, verify_files: bool) -> Result<ConsistencyOut> {
+    let pre = Preload::take(s, v, depth, verify_files);
     let _writer = match depth {
         Depth::Full => Some(v.writer.lock().map_err(poisoned)?),
         Depth::Graph => None,
     };
     let st = v.index.lock().map_err(poisoned)?;
-    check_locked(s, v, depth, &st, verify_files)
+    check_locked(s, v, depth, &st, verify_files, pre)
+}
+
+/// What a check reads from the generation files, read before it takes any lock (writers wait on
+/// the writer lock a full check holds, so that wait no longer includes this I/O), on the
+/// background pool (idle class: it holds no lock a request waits on). The check uses it when
+/// the generation is still the committed (or parked) one once it holds the locks, and reads
+/// again under them otherwise.
+struct Preload {
+    /// The committed generation's verified manifest and directory, or why verification failed.
+    verified: Option<Result<Option<(crate::generation::Manifest, std::path::PathBuf)>>>,
+    /// A parked generation (full depth): its number and its graph loaded back.
+    graph: Option<(u64, Result<crate::ann::HnswIndex>)>,
+}
+
+impl Preload {
+    /// Nothing read ahead: the check reads under its locks.
+    fn none() -> Preload {
+        Preload {
+            verified: None,
+            graph: None,
+        }
+    }
+
+    fn take(s: &Shared, v: &Version, depth: Depth, verify_files: bool) -> Preload {
+        let uses_graph = v.metric().uses_graph();
+        s.build_pools.background().install(|| {
+            let verified = (uses_graph && verify_files)
+                .then(|| verify_files_of(s, v).map(|o| o.map(|(m, dir, _)| (m, dir))));
+            let parked = v.parked.load(Ordering::SeqCst);
+            let resident = v.ann.read().map(|a| a.is_some()).unwrap_or(true);
+            let graph =
+                (uses_graph && depth == Depth::Full && parked != 0 && !resident).then(|| {
+                    let loaded = match &verified {
+                        Some(Ok(Some((m, dir)))) if m.generation == parked => {
+                            crate::indexer::load_graph(m, dir, s.build_pools.clone())
+                        }
+                        _ => crate::indexer::parked_generation(v, parked).and_then(|(m, dir)| {
+                            crate::indexer::load_graph(&m, &dir, s.build_pools.clone())
+                        }),
+                    };
+                    (parked, loaded)
+                });
+            Preload { verified, graph }
+        })
+    }
 }
 
 /// The caller holds the version's index lock (`st`), so the graph cannot change meanwhile.
@@ -156,15 +204,24 @@ fn check_locked(
     depth: Depth,
     st: &IndexState,
     verify_files: bool,
+    pre: Preload,
 ) -> Result<ConsistencyOut> {
     // Reading and checksumming the generation files is file I/O proportional to the graph: it
-    // runs before the store lock is taken (the index lock the caller holds already keeps the
-    // generation from changing), so writers, and the searches queued behind them, never wait on it.
+    // was done before any lock was taken (`Preload`), and is done again here, before the store
+    // lock (the index lock the caller holds keeps the generation from changing), only when a
+    // commit came in between.
     let mut file_note = None;
     let mut verified = None;
+    let preverified = pre.verified.filter(|r| match r {
+        Ok(Some((m, _))) => m.generation == st.generation,
+        Ok(None) => st.generation == 0,
+        Err(_) => true,
+    });
     let (checksum, generation) = if v.metric().uses_graph() && verify_files {
-        match verify_files_of(s, v) {
-            Ok(Some((m, dir, _))) => {
+        match preverified
+            .unwrap_or_else(|| verify_files_of(s, v).map(|o| o.map(|(m, dir, _)| (m, dir))))
+        {
+            Ok(Some((m, dir))) => {
                 let g = m.generation;
                 verified = Some((m, dir));
                 (ChecksumState::Ok, g)
@@ -187,11 +244,19 @@ fn check_locked(
     let ann = match (resident, parked, depth) {
         (Some(a), _, _) => Some(a),
         (None, 0, _) | (None, _, Depth::Graph) => None,
-        (None, generation, Depth::Full) => match verified
-            .filter(|(m, _)| m.generation == generation)
-            .map_or_else(|| crate::indexer::parked_generation(v, generation), Ok)
-            .and_then(|(m, dir)| crate::indexer::load_graph(&m, &dir, s.build_pools.clone()))
-        {
+        (None, generation, Depth::Full) => match pre
+            .graph
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, loaded)| loaded)
+            .unwrap_or_else(|| {
+                verified
+                    .clone()
+                    .filter(|(m, _)| m.generation == generation)
+                    .map_or_else(|| crate::indexer::parked_generation(v, generation), Ok)
+                    .and_then(|(m, dir)| {
+                        crate::indexer::load_graph(&m, &dir, s.build_pools.clone())
+                    })
+            }) {
             Ok(a) => Some(Arc::new(a)),
             Err(e) => {
                 load_note = Some(format!("the committed graph failed to load: {e}"));
@@ -239,7 +304,9 @@ fn check_locked(
             }
         }
         if let Some(ann) = &ann {
+            let mut pacer = crate::os::Pacer::new();
             ann.for_each_node(|slot, _level, _layers, vector| {
+                pacer.tick();
                 if slot >= store.len() {
                     unknown += 1;
                     return;
@@ -313,6 +380,11 @@ fn check_locked(
         indexed = store.live_count as u64;
     }
     drop(store);
+    // A graph loaded only for this check is millions of small allocations: freed on the
+    // background pool (after the check's own locks are gone), not on the request's thread.
+    if let Some(a) = ann.filter(|_| parked != 0) {
+        s.build_pools.background().spawn(move || drop(a));
+    }
 
     let graph_ok = f.stored_not_indexed.is_empty()
         && f.indexed_not_stored.is_empty()
@@ -475,7 +547,7 @@ fn reload_mirror(s: &Shared, v: &Version) -> Result<()> {
 pub(crate) fn check_and_repair(s: &Arc<Shared>, v: &Version) -> Result<ConsistencyOut> {
     let writer = v.writer.lock().map_err(poisoned)?;
     let mut st = v.index.lock().map_err(poisoned)?;
-    let before = check_locked(s, v, Depth::Full, &st, true)?;
+    let before = check_locked(s, v, Depth::Full, &st, true, Preload::none())?;
     if before.consistent {
         return Ok(before);
     }

@@ -23,6 +23,39 @@ pub fn lower_thread_priority(nice: i32) {
     }
 }
 
+/// Long work a request runs at normal priority (a full consistency check holds the version's writer
+/// lock, so it must not drop to the idle class) calls `tick` per item: every `PACE` of CPU it
+/// gives the core to any thread waiting for it. On a busy machine a search then waits at most
+/// about that long behind such work, instead of a whole scheduler time slice (milliseconds).
+pub struct Pacer {
+    since: std::time::Instant,
+}
+
+/// How long paced work runs between yields.
+pub const PACE: std::time::Duration = std::time::Duration::from_micros(100);
+
+impl Pacer {
+    pub fn new() -> Self {
+        Pacer {
+            since: std::time::Instant::now(),
+        }
+    }
+
+    #[inline]
+    pub fn tick(&mut self) {
+        if self.since.elapsed() >= PACE {
+            std::thread::yield_now();
+            self.since = std::time::Instant::now();
+        }
+    }
+}
+
+impl Default for Pacer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 thread_local! {
     static IDLE_CLASS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
