@@ -1,7 +1,8 @@
 //! `ember-ops-bench`: the model-version operations through gRPC against a real
 //! server process: Drift on 2 × 100,000 × 128 points, CompareVersions on 50,000
-//! shared ids × 128, and Search p99 under load (searches plus a steady writer) with and
-//! without monitors running (A/B/A, one run, so the ratio is measured on the same noisy machine).
+//! shared ids × 128, Search p99 under load (searches plus a steady writer) with and
+//! without monitors running, and Search p99 on Fashion-MNIST with and without CheckConsistency
+//! running (A/B/A phases in one run, so each ratio is measured on the same noisy machine).
 
 use emberdb_benches::data;
 use emberdb_benches::server::Server;
@@ -41,9 +42,15 @@ struct Args {
     /// (batches of 50; 0 = no writer).
     #[arg(long, default_value_t = 500)]
     write_rate: u32,
-    /// Skip parts: any of drift, canary, monitors.
+    /// Skip parts: any of drift, canary, monitors, consistency.
     #[arg(long)]
     skip: Vec<String>,
+    /// Fashion-MNIST folder (Debian package dataset-fashion-mnist), for the consistency part.
+    #[arg(long, default_value = "/usr/share/datasets/fashion-mnist")]
+    fashion_dir: std::path::PathBuf,
+    /// Phases with CheckConsistency running (each between two idle phases).
+    #[arg(long, default_value_t = 3)]
+    consistency_rounds: usize,
 }
 
 /// Streams `d` into collection/version with ids 0.., optionally shifting every vector by `shift`.
@@ -109,16 +116,18 @@ fn median_and_runs(times: &[f64]) -> String {
     format!("median {:.2} s (runs {runs:?})", times[times.len() / 2])
 }
 
-/// Closed-loop search load from `clients` connections for `secs`, beside a writer that
-/// overwrites random points of the searched version at `write_rate` points/s (the
+/// Closed-loop search load on `target` (collection, version) from `clients` connections for
+/// `secs`, beside a writer that overwrites random points of it at `write_rate` points/s (the
 /// version's size stays the same); returns (p50, p99, QPS, points written).
 async fn load(
     addr: &str,
+    target: (&'static str, &'static str),
     d: Arc<data::Dataset>,
     clients: usize,
     secs: u64,
     write_rate: u32,
 ) -> anyhow::Result<(f64, f64, f64, u64)> {
+    let (col, ver) = target;
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let mut c = Client::connect(addr.to_string()).await?;
@@ -147,7 +156,7 @@ async fn load(
                         }
                     })
                     .collect();
-                written += c.upsert("canary", "v1", points).await?;
+                written += c.upsert(col, ver, points).await?;
             }
             anyhow::Ok(written)
         })
@@ -164,7 +173,7 @@ async fn load(
                 let q = queries[i % queries.len()].clone();
                 i += 1;
                 let started = Instant::now();
-                c.search("canary", "v1", q, 10, Default::default()).await?;
+                c.search(col, ver, q, 10, Default::default()).await?;
                 h.record(started.elapsed().as_micros() as u64).ok();
             }
             anyhow::Ok(h)
@@ -297,8 +306,15 @@ async fn main() -> anyhow::Result<()> {
                     .await?;
                 }
             }
-            let (p50, p99, qps, written) =
-                load(&addr, d.clone(), args.clients, args.load_s, args.write_rate).await?;
+            let (p50, p99, qps, written) = load(
+                &addr,
+                ("canary", "v1"),
+                d.clone(),
+                args.clients,
+                args.load_s,
+                args.write_rate,
+            )
+            .await?;
             let runs: Vec<f64> = if monitors {
                 c.list_monitors("canary")
                     .await?
@@ -335,10 +351,6 @@ async fn main() -> anyhow::Result<()> {
                 off.push(p99);
             }
         }
-        let median = |v: &mut Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-        };
         let (m_on, m_off) = (median(&mut on), median(&mut off));
         println!(
             "monitors: median p99 {m_on:.0} us with ({} phases) vs {m_off:.0} us without ({} phases) -> ratio {:.3}",
@@ -347,6 +359,82 @@ async fn main() -> anyhow::Result<()> {
             m_on / m_off
         );
     }
+    if !skip("consistency") {
+        consistency_under_load(&args, &addr, &mut c).await?;
+    }
     drop(server);
     Ok(())
+}
+
+/// Search p99 on Fashion-MNIST (60,000 x 784) while CheckConsistency runs back to back, against
+/// idle phases (A/B/A, the ratio of the phases' median p99s).
+async fn consistency_under_load(args: &Args, addr: &str, c: &mut Client) -> anyhow::Result<()> {
+    let d = Arc::new(data::fashion_mnist(&args.fashion_dir)?);
+    ingest(c, "fashion", "v1", &d, 0.0).await?;
+    wait_indexed(c, "fashion", "v1").await?;
+    let (mut idle, mut busy) = (Vec::new(), Vec::new());
+    for phase in 0..(2 * args.consistency_rounds + 1) {
+        let checking = phase % 2 == 1;
+        let stop = Arc::new(AtomicBool::new(false));
+        let checker = {
+            let (mut c, stop) = (c.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut times = Vec::new();
+                while checking && !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    let r = c.check_consistency("fashion", "v1", false).await?;
+                    anyhow::ensure!(r.consistent, "inconsistent: {:?}", r.findings);
+                    times.push(t.elapsed().as_secs_f64());
+                }
+                anyhow::Ok(times)
+            })
+        };
+        let (p50, p99, qps, _) = load(
+            addr,
+            ("fashion", "v1"),
+            d.clone(),
+            args.clients,
+            args.load_s,
+            0,
+        )
+        .await?;
+        stop.store(true, Ordering::Relaxed);
+        let checks = checker.await??;
+        println!(
+            "consistency phase {phase} ({}): p50 {p50} us, p99 {p99} us, {qps:.0} QPS{}",
+            if checking {
+                "CheckConsistency back to back"
+            } else {
+                "idle"
+            },
+            if checking {
+                format!(
+                    "; {} checks, median {:.2} s",
+                    checks.len(),
+                    median(&mut checks.clone())
+                )
+            } else {
+                String::new()
+            }
+        );
+        if checking {
+            busy.push(p99)
+        } else {
+            idle.push(p99)
+        }
+    }
+    let (b, i) = (median(&mut busy), median(&mut idle));
+    println!(
+        "consistency: median p99 {b:.0} us while checking ({} phases) vs {i:.0} us idle ({} phases) -> ratio {:.3}",
+        busy.len(),
+        idle.len(),
+        b / i
+    );
+    c.drop_collection("fashion").await?;
+    Ok(())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
