@@ -518,17 +518,7 @@ fn reload_mirror(s: &Shared, v: &Version) -> Result<()> {
         old.applied_seq
     };
     s.for_each_stored_point(v.record.id, v.dim(), |id, p| {
-        store.append(
-            v.metric(),
-            PointRef {
-                id,
-                seq: p.seq,
-                vector: &p.vector,
-                label: &p.label,
-                metadata: &p.metadata,
-                timestamp_ms: p.timestamp_ms,
-            },
-        );
+        store.append(v.metric(), PointRef::stored(id, &p));
         Ok(())
     })?;
     store.applied_seq = applied;

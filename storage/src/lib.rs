@@ -11,6 +11,7 @@
 
 pub mod ann;
 pub mod canary;
+mod catalog;
 mod codec;
 pub mod consistency;
 pub mod decode;
@@ -23,12 +24,14 @@ pub mod fault;
 mod generation;
 mod graph_view;
 mod indexer;
+mod load;
 mod mmap;
 pub mod monitor;
 mod os;
 mod store;
 pub mod validate;
 mod version;
+mod write;
 
 pub use distance::Metric;
 pub use engine::{

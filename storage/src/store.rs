@@ -290,6 +290,20 @@ pub struct PointRef<'a> {
     pub timestamp_ms: i64,
 }
 
+impl<'a> PointRef<'a> {
+    /// The point RocksDB stores under `id`.
+    pub fn stored(id: u64, p: &'a crate::codec::StoredPoint) -> Self {
+        PointRef {
+            id,
+            seq: p.seq,
+            vector: &p.vector,
+            label: &p.label,
+            metadata: &p.metadata,
+            timestamp_ms: p.timestamp_ms,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
