@@ -1,7 +1,8 @@
 //! Fault drills for the consistency check: write a *well-formed, checksummed*
 //! index generation that disagrees with the stored points, as a buggy writer or
 //! a bit flip before checksumming would. Checksums cannot catch this; only
-//! CheckConsistency can. Run it on a data directory no server has open.
+//! CheckConsistency can. Run it on a data directory no server has open. Built only with the
+//! `fault-drill` feature, which only the integration tests turn on.
 
 use std::collections::HashSet;
 use std::path::Path;

@@ -20,6 +20,7 @@ pub mod drift;
 mod engine;
 pub mod error;
 pub mod evaluate;
+#[cfg(feature = "fault-drill")]
 pub mod fault;
 mod generation;
 mod graph_view;
