@@ -175,6 +175,11 @@ impl Preload {
 
     fn take(s: &Shared, v: &Version, depth: Depth, verify_files: bool) -> Preload {
         let uses_graph = v.metric().uses_graph();
+        // Nothing to read ahead (a monitor's graph-level check between file checks): do not wait
+        // for an idle-class thread at all.
+        if !uses_graph || (!verify_files && depth == Depth::Graph) {
+            return Preload::none();
+        }
         s.build_pools.background().install(|| {
             let verified = (uses_graph && verify_files)
                 .then(|| verify_files_of(s, v).map(|o| o.map(|(m, dir, _)| (m, dir))));
