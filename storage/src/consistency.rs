@@ -217,10 +217,12 @@ fn check_locked(
     // commit came in between.
     let mut file_note = None;
     let mut verified = None;
+    // A failure read ahead may be a commit that replaced the generation meanwhile: only what is
+    // read under the locks may call the files damaged.
     let preverified = pre.verified.filter(|r| match r {
         Ok(Some((m, _))) => m.generation == st.generation,
         Ok(None) => st.generation == 0,
-        Err(_) => true,
+        Err(_) => false,
     });
     let (checksum, generation) = if v.metric().uses_graph() && verify_files {
         match preverified
@@ -251,7 +253,7 @@ fn check_locked(
         (None, 0, _) | (None, _, Depth::Graph) => None,
         (None, generation, Depth::Full) => match pre
             .graph
-            .filter(|(g, _)| *g == generation)
+            .filter(|(g, loaded)| *g == generation && loaded.is_ok())
             .map(|(_, loaded)| loaded)
             .unwrap_or_else(|| {
                 verified
