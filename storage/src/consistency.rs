@@ -187,15 +187,11 @@ impl Preload {
             let resident = v.ann.read().map(|a| a.is_some()).unwrap_or(true);
             let graph =
                 (uses_graph && depth == Depth::Full && parked != 0 && !resident).then(|| {
-                    let loaded = match &verified {
-                        Some(Ok(Some((m, dir)))) if m.generation == parked => {
-                            crate::indexer::load_graph(m, dir, s.build_pools.clone())
-                        }
-                        _ => crate::indexer::parked_generation(v, parked).and_then(|(m, dir)| {
-                            crate::indexer::load_graph(&m, &dir, s.build_pools.clone())
-                        }),
+                    let known = match &verified {
+                        Some(Ok(Some(md))) => Some(md),
+                        _ => None,
                     };
-                    (parked, loaded)
+                    (parked, load_parked(s, v, parked, known))
                 });
             Preload { verified, graph }
         })
@@ -255,15 +251,8 @@ fn check_locked(
             .graph
             .filter(|(g, loaded)| *g == generation && loaded.is_ok())
             .map(|(_, loaded)| loaded)
-            .unwrap_or_else(|| {
-                verified
-                    .clone()
-                    .filter(|(m, _)| m.generation == generation)
-                    .map_or_else(|| crate::indexer::parked_generation(v, generation), Ok)
-                    .and_then(|(m, dir)| {
-                        crate::indexer::load_graph(&m, &dir, s.build_pools.clone())
-                    })
-            }) {
+            .unwrap_or_else(|| load_parked(s, v, generation, verified.as_ref()))
+        {
             Ok(a) => Some(Arc::new(a)),
             Err(e) => {
                 load_note = Some(format!("the committed graph failed to load: {e}"));
@@ -509,6 +498,21 @@ pub(crate) fn monitor_check(s: &Shared, v: &Version) -> Result<bool> {
     };
     *v.graph_check.lock().map_err(poisoned)? = Some(entry);
     Ok(entry.graph_ok && entry.files_ok)
+}
+
+/// The graph of a parked version's committed generation, loaded for one check; `known` is a
+/// manifest and directory already verified, used when it is that generation's.
+fn load_parked(
+    s: &Shared,
+    v: &Version,
+    generation: u64,
+    known: Option<&(crate::generation::Manifest, std::path::PathBuf)>,
+) -> Result<crate::ann::HnswIndex> {
+    match known.filter(|(m, _)| m.generation == generation) {
+        Some((m, dir)) => crate::indexer::load_graph(m, dir, s.build_pools.clone()),
+        None => crate::indexer::parked_generation(v, generation)
+            .and_then(|(m, dir)| crate::indexer::load_graph(&m, &dir, s.build_pools.clone())),
+    }
 }
 
 /// Reloads the mirror from RocksDB (caller holds writer and index locks) and

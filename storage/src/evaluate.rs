@@ -187,8 +187,7 @@ impl Snapshot {
             }
         }
         let store = v.store.read().map_err(poisoned)?;
-        let live = store.live.clone();
-        let mut rows = Self::live_rows(&store, &live, 0..live.len());
+        let mut rows = Self::live_rows(&store, &store.live, 0..store.len());
         rows.sort_unstable();
         let mut snap = Self::empty(v, &store, rows.len());
         snap.fill(&store, &rows);
@@ -217,7 +216,7 @@ impl Snapshot {
             ));
         }
         rows.sort_unstable();
-        let per_hold = crate::indexer::COPY_FLOATS_PER_HOLD / snap.dim.max(1) + 1;
+        let per_hold = crate::store::slots_per_hold(snap.dim);
         for part in rows.chunks(per_hold) {
             let store = v.store.read().map_err(poisoned)?;
             if store.layout != layout {

@@ -318,10 +318,6 @@ fn resident_graph(
     Ok(Some(a))
 }
 
-/// Floats a background copy of the store (a rebuild's compaction, an evaluation snapshot) takes
-/// per read-lock hold: about a megabyte, a fraction of a millisecond.
-pub(crate) const COPY_FLOATS_PER_HOLD: usize = 1 << 18;
-
 /// How long inserts may wait on the background pool before they move to the normal one.
 pub(crate) const BACKGROUND_PATIENCE: Duration = Duration::from_secs(5);
 
@@ -445,7 +441,7 @@ pub(crate) fn rebuild_with(
     // behind it), then catch up and swap under the write lock: store, graph and watermark
     // change together, and searches read all three under the read lock.
     let (mut compacted, copied) = {
-        let per_hold = COPY_FLOATS_PER_HOLD / v.dim().max(1) + 1;
+        let per_hold = crate::store::slots_per_hold(v.dim());
         let mut out = v.store.read().map_err(poisoned)?.empty_copy(kept.len());
         for olds in kept.chunks(per_hold) {
             let store = v.store.read().map_err(poisoned)?;
