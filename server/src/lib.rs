@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use emberdb_storage::evaluate::EvalConfig;
+use emberdb_analysis::{Analysis, AnalysisConfig, EvalConfig};
 use emberdb_storage::{Engine, EngineConfig};
 use tokio::net::TcpListener;
 
@@ -165,18 +165,22 @@ pub async fn run(
         anyhow::bail!("[limits] max_concurrent_evaluations must be at least 1");
     }
     let mut engine_config = EngineConfig::new(config.data_dir.clone());
-    engine_config.eval = config.eval.clone();
     engine_config.graph_park_after = config.graph_park_after;
-    engine_config.eval.exact_memory_bytes = Some(config.limits.evaluation_memory_bytes);
+    let mut analysis_config = AnalysisConfig {
+        eval: config.eval.clone(),
+        ..AnalysisConfig::default()
+    };
+    analysis_config.eval.exact_memory_bytes = Some(config.limits.evaluation_memory_bytes);
     let engine = tokio::task::spawn_blocking(move || Engine::open(engine_config)).await??;
     let engine = Arc::new(engine);
+    let analysis = Arc::new(Analysis::new(engine.clone(), analysis_config)?);
     let metrics = metrics::Metrics::with_max_series(config.metrics.max_series)?;
 
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let metrics_task = metrics_listener.map(|l| {
         let m = metrics.clone();
-        let e = engine.clone();
-        let refresh: Arc<dyn Fn() + Send + Sync> = Arc::new(move || refresh_gauges(&m, &e));
+        let a = analysis.clone();
+        let refresh: Arc<dyn Fn() + Send + Sync> = Arc::new(move || refresh_gauges(&m, &a));
         let mut rx = stop_tx.subscribe();
         let m = metrics.clone();
         let keys = config.keys.clone();
@@ -190,7 +194,7 @@ pub async fn run(
 
     let monitor_task = {
         let rx = stop_tx.subscribe();
-        tokio::spawn(monitors::run(engine.clone(), rx))
+        tokio::spawn(monitors::run(analysis.clone(), rx))
     };
 
     tracing::info!(addr = %grpc.local_addr()?, "serving gRPC");
@@ -202,7 +206,7 @@ pub async fn run(
         let _ = signalled_tx.send(());
     };
     let serve = grpc::serve(
-        engine.clone(),
+        analysis.clone(),
         grpc,
         metrics,
         grpc::ServeOptions {
@@ -235,6 +239,8 @@ pub async fn run(
         let _ = t.await;
     }
     let _ = monitor_task.await;
+    // The analysis service's pools go before the engine closes.
+    drop(analysis);
     tracing::info!("closing storage");
     tokio::task::spawn_blocking(move || engine.close()).await??;
     served
@@ -242,13 +248,14 @@ pub async fn run(
 
 /// Updates scrape-time gauges from the engine: monitor results first (so
 /// monitored versions win the series cap), then point counts.
-fn refresh_gauges(m: &metrics::Metrics, engine: &Engine) {
+fn refresh_gauges(m: &metrics::Metrics, analysis: &Analysis) {
+    let engine = analysis.engine();
     // Every gauge is rebuilt from the engine at each scrape, so a dropped version's series vanish.
     m.points.reset();
     // (collection, version) pairs that still exist; pairs missing from it lose their series.
     let mut live = std::collections::HashSet::new();
     let mut complete = true;
-    if let Ok(monitors) = engine.list_monitors("") {
+    if let Ok(monitors) = analysis.list_monitors("") {
         m.recall_at_k.reset();
         m.precision_at_1.reset();
         m.low_margin_fraction.reset();
@@ -329,7 +336,10 @@ fn refresh_gauges(m: &metrics::Metrics, engine: &Engine) {
     catch_up(&m.searches_offloaded, &s.searches_offloaded);
     catch_up(&m.graphs_parked, &s.graphs_parked);
     catch_up(&m.graphs_reloaded, &s.graphs_reloaded);
-    catch_up(&m.evaluations_cancelled, &s.evaluations_cancelled);
+    catch_up(
+        &m.evaluations_cancelled,
+        &analysis.stats().evaluations_cancelled,
+    );
 }
 
 /// Brings a Prometheus counter up to the engine's own count (counters only go up).

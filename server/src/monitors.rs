@@ -1,17 +1,18 @@
-//! Runs due monitors, one at a time, on a blocking thread (their evaluations use
-//! the engine's evaluation pool). Results stay in the engine; `/metrics` reads
+//! Runs due monitors, one at a time, on a blocking thread (their searches use
+//! the engine's query pool, their math the analysis monitor thread). Results stay in the
+//! analysis service; `/metrics` reads
 //! them at scrape time, so a deleted monitor's series disappear with it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use emberdb_storage::Engine;
+use emberdb_analysis::Analysis;
 use tokio::sync::broadcast;
 
 /// How often the scheduler looks for due monitors.
 const TICK: Duration = Duration::from_millis(250);
 
-pub async fn run(engine: Arc<Engine>, mut stop: broadcast::Receiver<()>) {
+pub async fn run(analysis: Arc<Analysis>, mut stop: broadcast::Receiver<()>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -19,10 +20,10 @@ pub async fn run(engine: Arc<Engine>, mut stop: broadcast::Receiver<()>) {
             _ = stop.recv() => return,
             _ = tick.tick() => {}
         }
-        for spec in engine.due_monitors() {
-            let e = engine.clone();
+        for spec in analysis.due_monitors() {
+            let a = analysis.clone();
             let run = tokio::task::spawn_blocking(move || {
-                let r = e.run_monitor(&spec);
+                let r = a.run_monitor(&spec);
                 (spec, r)
             });
             tokio::select! {

@@ -166,6 +166,17 @@ impl Engine {
             })
     }
 
+    /// Whether `name` is a version of `collection` (not an alias). NOT_FOUND without the collection.
+    pub fn is_version_name(&self, collection: &str, name: &str) -> Result<bool> {
+        let cat = self.shared.catalog.read().map_err(poisoned)?;
+        cat.get(collection)
+            .map(|c| c.versions.contains_key(name))
+            .ok_or_else(|| Error::NotFound {
+                kind: "collection",
+                name: collection.into(),
+            })
+    }
+
     pub fn drop_version(&self, collection: &str, version: &str) -> Result<()> {
         validate::name("collection", collection)?;
         validate::name("version", version)?;
@@ -183,12 +194,12 @@ impl Engine {
         s.delete_version_data(&mut batch, vrec.id)?;
         // Its monitors go in the same batch (a monitor naming an alias stays: an alias target
         // cannot be dropped).
-        let monitors = s.monitors_of(collection, Some(version))?;
+        let monitors = s.specs.keys_of(collection, Some(version))?;
         for (c, v) in &monitors {
-            batch.delete_cf(s.cf(CF_META)?, crate::monitor::key(c, v));
+            batch.delete_cf(s.cf(CF_META)?, crate::specs::key(c, v));
         }
         s.db.write_opt(batch, &sync_write())?;
-        s.forget_monitors(&monitors)?;
+        s.specs.forget(&monitors)?;
         let removed = {
             let mut cat = s.catalog.write().map_err(poisoned)?;
             let c = cat.get_mut(collection).expect("checked above");
@@ -211,12 +222,12 @@ impl Engine {
         for v in record.versions.values() {
             s.delete_version_data(&mut batch, v.id)?;
         }
-        let monitors = s.monitors_of(collection, None)?;
+        let monitors = s.specs.keys_of(collection, None)?;
         for (c, v) in &monitors {
-            batch.delete_cf(s.cf(CF_META)?, crate::monitor::key(c, v));
+            batch.delete_cf(s.cf(CF_META)?, crate::specs::key(c, v));
         }
         s.db.write_opt(batch, &sync_write())?;
-        s.forget_monitors(&monitors)?;
+        s.specs.forget(&monitors)?;
         let removed = s.catalog.write().map_err(poisoned)?.remove(collection);
         for v in removed.into_iter().flat_map(|c| c.versions.into_values()) {
             s.retire(&v);
@@ -367,29 +378,6 @@ impl Shared {
     }
 
     /// After a version left the catalog: stop its indexer work and remove its files.
-    /// The (collection, version) keys of the monitors on `collection` (and `version`, when given).
-    fn monitors_of(
-        &self,
-        collection: &str,
-        version: Option<&str>,
-    ) -> Result<Vec<(String, String)>> {
-        let reg = self.monitors.lock().map_err(poisoned)?;
-        Ok(reg
-            .keys()
-            .filter(|(c, v)| c == collection && version.is_none_or(|want| v == want))
-            .cloned()
-            .collect())
-    }
-
-    /// Removes monitors from the registry once their records are deleted.
-    fn forget_monitors(&self, keys: &[(String, String)]) -> Result<()> {
-        let mut reg = self.monitors.lock().map_err(poisoned)?;
-        for k in keys {
-            reg.remove(k);
-        }
-        Ok(())
-    }
-
     fn retire(&self, v: &Version) {
         v.dropped.store(true, Ordering::SeqCst);
         let _writer = v.writer.lock();
@@ -417,7 +405,6 @@ impl Shared {
             parked: AtomicU64::new(0),
             index: Mutex::new(IndexState::default()),
             dropped: AtomicBool::new(false),
-            loo_cache: Mutex::new(None),
             graph_check: Mutex::new(None),
         }
     }

@@ -539,7 +539,6 @@ fn reload_mirror(s: &Shared, v: &Version) -> Result<()> {
     *v.ann.write().map_err(poisoned)? = None;
     v.parked.store(0, Ordering::SeqCst);
     *v.store.write().map_err(poisoned)? = store;
-    *v.loo_cache.lock().map_err(poisoned)? = None;
     Ok(())
 }
 

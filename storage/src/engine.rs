@@ -1,7 +1,7 @@
 //! The engine: its configuration and shared state, opening (lock the data dir, open RocksDB,
-//! start the pools and the indexer) and closing, the read path, and the entry points of
-//! evaluations and operations. The catalog is in `catalog.rs`, the write path in `write.rs`,
-//! start-up loading in `load.rs`.
+//! start the pools and the indexer) and closing, the read path and the integrity check's entry
+//! points. The catalog is in `catalog.rs`, the write path in `write.rs`, start-up loading in
+//! `load.rs`, monitor specs in `specs.rs`. Evaluations live in the `emberdb-analysis` crate.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -14,16 +14,10 @@ use rocksdb::{
     ColumnFamilyDescriptor, DB, DBRecoveryMode, Direction, IteratorMode, Options, WriteOptions,
 };
 
-use crate::canary::{CompareOut, CompareRequest};
 use crate::codec::{self, CF_CATALOG, CF_META, CF_POINTS, CollectionRecord, StoredPoint};
 use crate::consistency::ConsistencyOut;
 use crate::distance::Metric;
-use crate::drift::{DriftOut, DriftRequest, WindowSpec};
 use crate::error::{Error, Result};
-use crate::evaluate::{
-    self, ActionsOut, ConfusionOut, EvalConfig, MarginOut, ModeRequest, ProjectedOut, RecallParams,
-    RecallReport,
-};
 use crate::indexer::Indexer;
 use crate::validate;
 use crate::version::{Hit, SearchParams, Version, poisoned};
@@ -31,20 +25,6 @@ use crate::version::{Hit, SearchParams, Version, poisoned};
 /// Slots outside the graph an inline search may scan (`Engine::try_search_inline`): 4,096
 /// slots of 784 floats are a fraction of a millisecond of SIMD work.
 pub const INLINE_SCAN_SLOTS: usize = 4096;
-
-/// How long an evaluation may run: a deadline, and a flag the caller sets when it goes away
-/// (both checked between blocks of work). `None.into()` is "no limit".
-#[derive(Debug, Clone, Default)]
-pub struct Budget {
-    pub at: Option<Instant>,
-    pub cancel: Option<Arc<AtomicBool>>,
-}
-
-impl From<Option<Instant>> for Budget {
-    fn from(at: Option<Instant>) -> Self {
-        Budget { at, cancel: None }
-    }
-}
 
 /// Engine configuration. Defaults are what `emberdb` runs with.
 #[derive(Debug, Clone)]
@@ -62,12 +42,9 @@ pub struct EngineConfig {
     pub persist_idle: std::time::Duration,
     /// Rebuild a graph when this fraction of its points is dead.
     pub rebuild_dead_fraction: f64,
-    /// Threads of the evaluation pool; default: the number of cores.
-    pub eval_threads: usize,
-    /// Evaluation thresholds, owners and limits.
-    pub eval: EvalConfig,
-    /// Nice value of the monitor thread (19 = yield to everything else).
-    pub monitor_nice: i32,
+    /// Threads of the integrity pool (CheckConsistency and its repairs); default: the number
+    /// of cores.
+    pub check_threads: usize,
     /// Once a version's graph is committed and no insert came for this long, hnsw_rs's own
     /// structure is dropped: searches walk the view, and the next insert reloads the graph
     /// from its generation. `None` keeps it resident.
@@ -85,9 +62,7 @@ impl EngineConfig {
             persist_every: 50_000,
             persist_idle: std::time::Duration::from_secs(2),
             rebuild_dead_fraction: 0.2,
-            eval_threads: cores,
-            eval: EvalConfig::default(),
-            monitor_nice: 19,
+            check_threads: cores,
             graph_park_after: Some(std::time::Duration::from_secs(30)),
         }
     }
@@ -172,12 +147,8 @@ pub struct EngineStats {
     /// Unfiltered ANN searches the graph could not answer alone (no graph yet, or a long
     /// unindexed tail), which `try_search_inline` sent to a blocking thread.
     pub searches_offloaded: AtomicU64,
-    /// Evaluations stopped because their caller went away.
-    pub evaluations_cancelled: AtomicU64,
     /// Reads of a version's committed generation files to verify their checksums.
     pub generation_file_checks: AtomicU64,
-    /// Monitor runs that reused the last result: nothing they read had changed.
-    pub monitor_results_reused: AtomicU64,
 }
 
 pub(crate) struct CollectionState {
@@ -193,17 +164,15 @@ pub(crate) struct Shared {
     pub(crate) catalog_writer: Mutex<()>,
     pub build_pools: Arc<crate::ann::BuildPools>,
     pub query_pool: rayon::ThreadPool,
-    /// Long evaluations run here, so they never queue behind (or in front of) batch searches.
-    pub eval_pool: rayon::ThreadPool,
-    /// Monitors' math: one thread at low priority, so scheduled evaluations yield
-    /// the CPU to searches (locks are taken on the caller's thread, at normal priority).
-    pub monitor_pool: rayon::ThreadPool,
+    /// Consistency checks and repairs run here, so they never queue behind (or in front of)
+    /// batch searches.
+    pub check_pool: rayon::ThreadPool,
     pub stats: EngineStats,
     pub shutdown: AtomicBool,
     pub wake: (Mutex<bool>, std::sync::Condvar),
     pub(crate) index_root: PathBuf,
-    /// Scheduled evaluations (persisted in CF_META).
-    pub(crate) monitors: crate::monitor::Registry,
+    /// Monitor specs (persisted in CF_META; the analysis crate runs them).
+    pub(crate) specs: crate::specs::SpecStore,
     _lock: File,
 }
 
@@ -266,19 +235,15 @@ impl Engine {
                 .build()
                 .map_err(|e| Error::Internal(e.to_string()))
         };
+        let specs = crate::specs::SpecStore::load(
+            &db,
+            db.cf_handle(CF_META)
+                .ok_or_else(|| Error::Internal(format!("column family {CF_META} missing")))?,
+        )?;
         let shared = Arc::new(Shared {
             build_pools: Arc::new(crate::ann::BuildPools::new(config.build_threads)?),
             query_pool: pool(config.query_threads, "ember-query")?,
-            eval_pool: pool(config.eval_threads, "ember-eval")?,
-            monitor_pool: {
-                let nice = config.monitor_nice;
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(1)
-                    .thread_name(|_| "ember-monitor".into())
-                    .start_handler(move |_| crate::os::lower_thread_priority(nice))
-                    .build()
-                    .map_err(|e| Error::Internal(e.to_string()))?
-            },
+            check_pool: pool(config.check_threads, "ember-check")?,
             index_root: dir.join("index"),
             db,
             config,
@@ -287,12 +252,10 @@ impl Engine {
             stats: EngineStats::default(),
             shutdown: AtomicBool::new(false),
             wake: (Mutex::new(false), std::sync::Condvar::new()),
-            monitors: Mutex::new(BTreeMap::new()),
+            specs,
             _lock: lock,
         });
         shared.load_catalog()?;
-        *shared.monitors.lock().map_err(poisoned)? =
-            crate::monitor::load(&shared.db, shared.cf(CF_META)?)?;
         let indexer = Indexer::spawn(shared.clone());
         Ok(Engine {
             shared,
@@ -323,6 +286,12 @@ impl Engine {
 
     pub fn data_dir(&self) -> &Path {
         &self.shared.config.data_dir
+    }
+
+    /// The pool searches run on (normal priority). A caller that searches a version from a
+    /// lower-priority thread moves the searches here (see ARCHITECTURE.md, "Priorities").
+    pub fn query_pool(&self) -> &rayon::ThreadPool {
+        &self.shared.query_pool
     }
 
     pub fn search(
@@ -419,166 +388,6 @@ impl Engine {
         })
     }
 
-    // ---- evaluation (long-running; each honours `deadline` between blocks of work) ----
-
-    fn evaluate<T: Send>(
-        &self,
-        f: impl FnOnce(&emberdb_eval::Deadline) -> Result<T> + Send,
-        deadline: impl Into<Budget>,
-    ) -> Result<T> {
-        let Budget { at, cancel } = deadline.into();
-        let d = match &cancel {
-            Some(c) => emberdb_eval::Deadline::with_cancel(at, c.clone()),
-            None => emberdb_eval::Deadline::new(at),
-        };
-        let out = self.shared.eval_pool.install(|| f(&d));
-        if out.is_err() && cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-            self.shared
-                .stats
-                .evaluations_cancelled
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        out
-    }
-
-    pub fn eval_config(&self) -> &EvalConfig {
-        &self.shared.config.eval
-    }
-
-    /// ANN recall@k against exact search, plus label-based retrieval quality.
-    pub fn eval_recall(
-        &self,
-        collection: &str,
-        version: &str,
-        p: &RecallParams,
-        deadline: impl Into<Budget>,
-    ) -> Result<RecallReport> {
-        let v = self.resolve(collection, version)?;
-        self.evaluate(|d| evaluate::recall(&v, p, d), deadline)
-    }
-
-    /// Leave-one-out 1-NN margin.
-    pub fn eval_margin(
-        &self,
-        collection: &str,
-        version: &str,
-        threshold: Option<f64>,
-        lowest_n: Option<u32>,
-        mode: ModeRequest,
-        deadline: impl Into<Budget>,
-    ) -> Result<MarginOut> {
-        let v = self.resolve(collection, version)?;
-        let cfg = &self.shared.config.eval;
-        self.evaluate(
-            |d| evaluate::margin(&v, cfg, threshold, lowest_n, mode, d),
-            deadline,
-        )
-    }
-
-    /// Leave-one-out 1-NN confusion.
-    pub fn eval_confusion(
-        &self,
-        collection: &str,
-        version: &str,
-        top_pairs: Option<u32>,
-        mode: ModeRequest,
-        deadline: impl Into<Budget>,
-    ) -> Result<ConfusionOut> {
-        let v = self.resolve(collection, version)?;
-        let cfg = &self.shared.config.eval;
-        self.evaluate(
-            |d| evaluate::confusion(&v, cfg, top_pairs, mode, d),
-            deadline,
-        )
-    }
-
-    /// Signals turned into owned work items.
-    pub fn eval_actions(
-        &self,
-        collection: &str,
-        version: &str,
-        mode: ModeRequest,
-        deadline: impl Into<Budget>,
-    ) -> Result<ActionsOut> {
-        let v = self.resolve(collection, version)?;
-        let cfg = &self.shared.config.eval;
-        self.evaluate(|d| evaluate::actions(&v, cfg, mode, d), deadline)
-    }
-
-    /// 2-D PCA coordinates of (a sample of) the version's points.
-    pub fn eval_project(
-        &self,
-        collection: &str,
-        version: &str,
-        sample_size: Option<u32>,
-        seed: Option<u64>,
-    ) -> Result<Vec<ProjectedOut>> {
-        let v = self.resolve(collection, version)?;
-        self.evaluate(|_| evaluate::project(&v, sample_size, seed), None)
-    }
-
-    /// Distribution shift between two windows of the collection.
-    pub fn drift(
-        &self,
-        collection: &str,
-        baseline: &WindowSpec,
-        current: &WindowSpec,
-        req: &DriftRequest,
-        deadline: impl Into<Budget>,
-    ) -> Result<DriftOut> {
-        validate::name("collection", collection)?;
-        baseline.validate("baseline")?;
-        current.validate("current")?;
-        let bv = self.resolve(collection, &baseline.version)?;
-        let cv = self.resolve(collection, &current.version)?;
-        let cfg = &self.shared.config.eval;
-        self.evaluate(
-            |d| crate::drift::drift(&bv, baseline, &cv, current, req, cfg, d),
-            deadline,
-        )
-    }
-
-    /// Canary comparison of two versions; on PROMOTE with `promote_alias` set,
-    /// the alias moves to the candidate atomically before this returns.
-    pub fn compare_versions(
-        &self,
-        collection: &str,
-        baseline_version: &str,
-        candidate_version: &str,
-        req: &CompareRequest,
-        deadline: impl Into<Budget>,
-    ) -> Result<CompareOut> {
-        validate::name("collection", collection)?;
-        validate::name("baseline_version", baseline_version)?;
-        validate::name("candidate_version", candidate_version)?;
-        if !req.promote_alias.is_empty() {
-            validate::name("promote_alias", &req.promote_alias)?;
-        }
-        let bv = self.resolve(collection, baseline_version)?;
-        let cv = self.resolve(collection, candidate_version)?;
-        if !req.promote_alias.is_empty() && bv.record.name != cv.record.name {
-            // Refuse before the work, not after it: the alias must not name a version.
-            let cat = self.shared.catalog.read().map_err(poisoned)?;
-            if cat
-                .get(collection)
-                .is_some_and(|c| c.versions.contains_key(&req.promote_alias))
-            {
-                return Err(Error::invalid(
-                    "promote_alias",
-                    format!("'{}' is a version name, not an alias", req.promote_alias),
-                ));
-            }
-        }
-        let cfg = &self.shared.config.eval;
-        let mut out = self.evaluate(|d| crate::canary::compare(&bv, &cv, req, cfg, d), deadline)?;
-        if out.verdict == crate::canary::Verdict::Promote && !req.promote_alias.is_empty() {
-            self.set_alias(collection, &req.promote_alias, &cv.record.name)?;
-            out.alias_moved = true;
-            tracing::info!(collection, alias = %req.promote_alias, version = %cv.record.name, "canary promoted");
-        }
-        Ok(out)
-    }
-
     /// Compares the version's graph and memory with RocksDB; with `repair`,
     /// rebuilds when inconsistent and checks again.
     pub fn check_consistency(
@@ -589,13 +398,20 @@ impl Engine {
     ) -> Result<ConsistencyOut> {
         let v = self.resolve(collection, version)?;
         let s = &self.shared;
-        s.eval_pool.install(|| {
+        s.check_pool.install(|| {
             if repair {
                 crate::consistency::check_and_repair(s, &v)
             } else {
                 crate::consistency::check(s, &v, crate::consistency::Depth::Full)
             }
         })
+    }
+
+    /// The monitors' check: graph level (no RocksDB scan, writers are not paused), re-walking
+    /// the graph only after the version changed and re-reading its committed files at most
+    /// every few minutes. True when consistent.
+    pub fn light_check(&self, v: &Version) -> Result<bool> {
+        crate::consistency::monitor_check(&self.shared, v)
     }
 
     /// Blocks until every stored point of the version is in its graph (tests, benches).

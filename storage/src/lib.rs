@@ -10,16 +10,13 @@
 #![deny(unsafe_code)]
 
 pub mod ann;
-pub mod canary;
 mod catalog;
 mod codec;
 pub mod consistency;
 pub mod decode;
 pub mod distance;
-pub mod drift;
 mod engine;
 pub mod error;
-pub mod evaluate;
 #[cfg(feature = "fault-drill")]
 pub mod fault;
 mod generation;
@@ -27,8 +24,9 @@ mod graph_view;
 mod indexer;
 mod load;
 mod mmap;
-pub mod monitor;
 mod os;
+pub mod snapshot;
+mod specs;
 mod store;
 pub mod validate;
 mod version;
@@ -36,11 +34,14 @@ mod write;
 
 pub use distance::Metric;
 pub use engine::{
-    Budget, CollectionInfo, Engine, EngineConfig, EngineStats, IndexStatus, PointInput,
-    PointOutput, VersionInfo, VersionSpec,
+    CollectionInfo, Engine, EngineConfig, EngineStats, IndexStatus, PointInput, PointOutput,
+    VersionInfo, VersionSpec,
 };
 pub use error::{Error, Result};
-pub use version::{Filter, Hit, SearchParams, idle_store_locks};
+pub use os::lower_thread_priority;
+pub use snapshot::Snapshot;
+pub use specs::SpecKey;
+pub use version::{Filter, Hit, ReadState, SearchParams, Version, idle_store_locks};
 
 #[cfg(test)]
 mod tests;

@@ -15,6 +15,7 @@ use crate::distance::quant::QueryCode;
 use crate::distance::{Metric, normalize};
 use crate::error::{Error, Result};
 use crate::generation::IndexDir;
+use crate::snapshot::Snapshot;
 use crate::store::{LabelId, Store};
 
 /// A search filter: label in a set (when non-empty) and metadata equality.
@@ -79,9 +80,6 @@ pub struct Version {
     pub(crate) index: Mutex<IndexState>,
     pub(crate) dropped: AtomicBool,
     pub(crate) dir: IndexDir,
-    /// The last leave-one-out neighbour lists, keyed by the op sequence they saw:
-    /// Confusion, Margin and Actions share one all-pairs pass until the next write.
-    pub(crate) loo_cache: Mutex<Option<crate::evaluate::LooCache>>,
     /// The last graph-level consistency result and the state it saw (op sequence,
     /// watermark, graph identity): monitors re-walk the graph only after a change.
     pub(crate) graph_check: Mutex<Option<crate::consistency::MonitorCheck>>,
@@ -174,9 +172,75 @@ impl<'a> CompiledFilter<'a> {
     }
 }
 
+/// What a version's answers depend on, as an opaque token: the version (by id, so an alias
+/// that moved reads as a change), its op sequence, its slot layout and the graph view searches
+/// walk. Equal states give equal snapshots and equal search answers, so a caller may reuse a
+/// result computed at an equal state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadState {
+    version: u64,
+    seq: u64,
+    layout: u64,
+    view: (usize, usize, usize, bool),
+}
+
+impl ReadState {
+    /// The same live points (version, op sequence and layout), whatever the graph did:
+    /// exact answers are equal.
+    pub fn same_points(&self, other: &ReadState) -> bool {
+        (self.version, self.seq, self.layout) == (other.version, other.seq, other.layout)
+    }
+}
+
 impl Version {
     pub fn metric(&self) -> Metric {
         self.record.metric
+    }
+
+    /// The version's name (what an alias resolved to).
+    pub fn name(&self) -> &str {
+        &self.record.name
+    }
+
+    /// The version's internal id: unique for the data directory's lifetime, never reused.
+    pub fn id(&self) -> u64 {
+        self.record.id
+    }
+
+    pub fn collection(&self) -> &str {
+        &self.collection
+    }
+
+    /// Its live points at one op sequence, in id order.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        Snapshot::take(self)
+    }
+
+    /// See [`ReadState`]. Read before a snapshot, a write in between makes the next state differ.
+    pub fn read_state(&self) -> Result<ReadState> {
+        let (seq, layout) = {
+            let store = self.store.read().map_err(poisoned)?;
+            (store.applied_seq, store.layout)
+        };
+        let view = self
+            .view
+            .read()
+            .map_err(poisoned)?
+            .as_ref()
+            .map_or((0, 0, 0, false), |g| {
+                (
+                    Arc::as_ptr(g) as usize,
+                    g.covers,
+                    g.nodes(),
+                    g.refine == crate::graph_view::Refine::Polish,
+                )
+            });
+        Ok(ReadState {
+            version: self.record.id,
+            seq,
+            layout,
+            view,
+        })
     }
 
     pub fn dim(&self) -> usize {

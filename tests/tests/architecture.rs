@@ -1,5 +1,6 @@
-//! Architecture invariants, checked from `cargo metadata`: storage never sees
-//! gRPC types, the client sees only the proto crate, eval depends on nothing of ours.
+//! Architecture invariants, checked from `cargo metadata`: storage never sees gRPC types nor
+//! the analysis crate, analysis sees storage and eval but no gRPC, the client sees only the
+//! proto crate, eval depends on nothing of ours.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -41,17 +42,24 @@ fn deps() -> anyhow::Result<BTreeMap<String, BTreeSet<String>>> {
 fn dependency_arrows_hold() -> anyhow::Result<()> {
     let d = deps()?;
     let of = |p: &str| d.get(p).cloned().unwrap_or_default();
-    for forbidden in [
+    let transport = [
         "tonic",
         "prost",
         "emberdb-proto",
         "emberdb-server",
         "emberdb-client",
+    ];
+    for (package, also) in [
+        ("emberdb-storage", Some("emberdb-analysis")),
+        // Analysis: storage's public API and the math; nothing of the transport.
+        ("emberdb-analysis", None),
     ] {
-        assert!(
-            !of("emberdb-storage").contains(forbidden),
-            "emberdb-storage must not depend on {forbidden}"
-        );
+        for forbidden in transport.iter().copied().chain(also) {
+            assert!(
+                !of(package).contains(forbidden),
+                "{package} must not depend on {forbidden}"
+            );
+        }
     }
     let ours = |set: BTreeSet<String>| {
         set.into_iter()
@@ -62,12 +70,17 @@ fn dependency_arrows_hold() -> anyhow::Result<()> {
         ours(of("emberdb-client")),
         vec!["emberdb-proto".to_string()]
     );
+    assert_eq!(
+        ours(of("emberdb-analysis")),
+        vec!["emberdb-eval".to_string(), "emberdb-storage".to_string()]
+    );
     assert!(ours(of("emberdb-eval")).is_empty());
     assert!(ours(of("emberdb-proto")).is_empty());
     assert!(
         of("emberdb-server").contains("emberdb-storage")
+            && of("emberdb-server").contains("emberdb-analysis")
             && of("emberdb-server").contains("emberdb-proto")
     );
-    assert!(d.len() >= 7, "workspace members: {:?}", d.keys());
+    assert!(d.len() >= 8, "workspace members: {:?}", d.keys());
     Ok(())
 }

@@ -77,7 +77,7 @@ fn dashboards_are_valid_and_query_exported_metrics() {
 #[test]
 fn example_config_parses_to_the_defaults() {
     let file = emberdb_server::ConfigFile::load(&deploy().join("emberdb.toml")).expect("parses");
-    let defaults = emberdb_storage::evaluate::EvalConfig::default();
+    let defaults = emberdb_analysis::EvalConfig::default();
     assert_eq!(format!("{:?}", file.eval), format!("{defaults:?}"));
     assert_eq!(
         file.metrics.max_series,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use emberdb_analysis::Analysis;
 use emberdb_storage::Engine;
 use tokio::sync::Semaphore;
 use tonic::Status;
@@ -18,8 +19,8 @@ pub struct EvalTicket<'a> {
 
 impl EvalTicket<'_> {
     /// The engine's budget: the client's deadline, and cancellation when this ticket drops.
-    pub fn budget(&self, deadline: Option<Instant>) -> emberdb_storage::Budget {
-        emberdb_storage::Budget {
+    pub fn budget(&self, deadline: Option<Instant>) -> emberdb_analysis::Budget {
+        emberdb_analysis::Budget {
             at: deadline,
             cancel: Some(self.cancel.clone()),
         }
@@ -35,6 +36,7 @@ impl Drop for EvalTicket<'_> {
 
 pub struct Blocking {
     pub engine: Arc<Engine>,
+    pub analysis: Arc<Analysis>,
     permits: Semaphore,
     /// Evaluation and operation RPCs running at once (`[limits] max_concurrent_evaluations`):
     /// past it, callers get RESOURCE_EXHAUSTED instead of queueing without bound.
@@ -43,9 +45,10 @@ pub struct Blocking {
 }
 
 impl Blocking {
-    pub fn new(engine: Arc<Engine>, max_concurrent: usize, max_evaluations: usize) -> Self {
+    pub fn new(analysis: Arc<Analysis>, max_concurrent: usize, max_evaluations: usize) -> Self {
         Blocking {
-            engine,
+            engine: analysis.engine().clone(),
+            analysis,
             permits: Semaphore::new(max_concurrent),
             evals: Semaphore::new(max_evaluations),
             max_evals: max_evaluations,
@@ -93,15 +96,32 @@ impl Blocking {
         T: Send + 'static,
         F: FnOnce(&Engine) -> emberdb_storage::Result<T> + Send + 'static,
     {
+        self.run_on(self.engine.clone(), f).await
+    }
+
+    /// [`Blocking::run`] for the analysis service (evaluations, drift, canary, monitors).
+    pub async fn analyze<T, F>(&self, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Analysis) -> emberdb_storage::Result<T> + Send + 'static,
+    {
+        self.run_on(self.analysis.clone(), f).await
+    }
+
+    async fn run_on<S, T, F>(&self, service: Arc<S>, f: F) -> Result<T, Status>
+    where
+        S: Send + Sync + 'static,
+        T: Send + 'static,
+        F: FnOnce(&S) -> emberdb_storage::Result<T> + Send + 'static,
+    {
         let _permit = self
             .permits
             .acquire()
             .await
             .map_err(|_| Status::unavailable("server is shutting down"))?;
-        let engine = self.engine.clone();
         // The request's span follows the work onto the blocking thread.
         let span = tracing::Span::current();
-        match tokio::task::spawn_blocking(move || span.in_scope(|| f(&engine))).await {
+        match tokio::task::spawn_blocking(move || span.in_scope(|| f(&service))).await {
             Ok(r) => r.map_err(crate::error::to_status),
             Err(e) => {
                 tracing::error!(error = %e, "engine task panicked");

@@ -170,7 +170,7 @@ pub fn neighbors(hits: Vec<Hit>) -> Vec<pb::Neighbor> {
 
 // ---- evaluation ----
 
-use emberdb_storage::evaluate::{
+use emberdb_analysis::evaluate::{
     ActionItem, ActionsOut, ConfusionOut, MarginOut, ModeRequest, RecallReport, Signal,
 };
 

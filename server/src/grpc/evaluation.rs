@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use emberdb_analysis::RecallParams;
 use emberdb_proto::v1 as pb;
 use emberdb_proto::v1::evaluation_server::Evaluation;
-use emberdb_storage::evaluate::RecallParams;
 use tonic::{Request, Response, Status};
 
 use super::blocking::Blocking;
@@ -59,7 +59,7 @@ impl Evaluation for EvaluationService {
         };
         let r = self
             .blocking
-            .run(move |e| e.eval_recall(&collection, &version, &p, budget))
+            .analyze(move |a| a.recall(&collection, &version, &p, budget))
             .await?;
         Ok(Response::new(convert::recall_report(r)))
     }
@@ -82,7 +82,7 @@ impl Evaluation for EvaluationService {
         let mode = convert::eval_mode(mode)?;
         let r = self
             .blocking
-            .run(move |e| e.eval_margin(&collection, &version, threshold, lowest_n, mode, budget))
+            .analyze(move |a| a.margin(&collection, &version, threshold, lowest_n, mode, budget))
             .await?;
         Ok(Response::new(convert::margin_report(r)))
     }
@@ -104,7 +104,7 @@ impl Evaluation for EvaluationService {
         let mode = convert::eval_mode(mode)?;
         let r = self
             .blocking
-            .run(move |e| e.eval_confusion(&collection, &version, top_pairs, mode, budget))
+            .analyze(move |a| a.confusion(&collection, &version, top_pairs, mode, budget))
             .await?;
         Ok(Response::new(convert::confusion_report(r)))
     }
@@ -136,7 +136,7 @@ impl Evaluation for EvaluationService {
         let (c, v) = (collection.clone(), version.clone());
         let r = self
             .blocking
-            .run(move |e| e.eval_actions(&c, &v, mode, budget))
+            .analyze(move |a| a.actions(&c, &v, mode, budget))
             .await?;
         Ok(Response::new(convert::actions_report(
             r,
@@ -167,7 +167,7 @@ impl Evaluation for EvaluationService {
         }
         let pts = self
             .blocking
-            .run(move |e| e.eval_project(&collection, &version, sample_size, seed))
+            .analyze(move |a| a.project(&collection, &version, sample_size, seed))
             .await?;
         Ok(Response::new(pb::ProjectReport {
             method: "pca".into(),

@@ -14,7 +14,6 @@ use emberdb_proto::v1::collections_server::CollectionsServer;
 use emberdb_proto::v1::evaluation_server::EvaluationServer;
 use emberdb_proto::v1::operations_server::OperationsServer;
 use emberdb_proto::v1::points_server::PointsServer;
-use emberdb_storage::Engine;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
@@ -35,7 +34,7 @@ pub struct ServeOptions {
 
 /// Serves gRPC on `listener` until `shutdown` resolves, then drains in-flight requests.
 pub async fn serve(
-    engine: Arc<Engine>,
+    analysis: Arc<emberdb_analysis::Analysis>,
     listener: TcpListener,
     metrics: Arc<Metrics>,
     opts: ServeOptions,
@@ -44,7 +43,7 @@ pub async fn serve(
     let max_message_bytes = opts.max_message_bytes;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let blocking = Arc::new(Blocking::new(
-        engine,
+        analysis,
         cores * 8,
         opts.max_concurrent_evaluations,
     ));

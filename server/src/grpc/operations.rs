@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
+use emberdb_analysis::canary::{CompareOut, CompareRequest, Verdict, VersionQuality};
+use emberdb_analysis::drift::{DriftOut, DriftRequest, ShiftKind, WindowSpec};
+use emberdb_analysis::monitor::{MonitorSpec, MonitorStatus};
 use emberdb_proto::v1 as pb;
 use emberdb_proto::v1::operations_server::Operations;
-use emberdb_storage::canary::{CompareOut, CompareRequest, Verdict, VersionQuality};
 use emberdb_storage::consistency::{ChecksumState, ConsistencyOut};
-use emberdb_storage::drift::{DriftOut, DriftRequest, ShiftKind, WindowSpec};
-use emberdb_storage::monitor::{MonitorSpec, MonitorStatus};
 use tonic::{Request, Response, Status};
 
 use super::blocking::Blocking;
@@ -114,7 +114,7 @@ fn quality_pb(q: VersionQuality) -> pb::VersionQuality {
 }
 
 fn compare_report(r: CompareOut) -> pb::CompareVersionsReport {
-    let pairs = |ps: Vec<emberdb_storage::canary::PairChange>| {
+    let pairs = |ps: Vec<emberdb_analysis::canary::PairChange>| {
         ps.into_iter()
             .map(|p| pb::PairChange {
                 true_label: p.true_label,
@@ -227,7 +227,7 @@ impl Operations for OperationsService {
         let collection = r.collection;
         let out = self
             .blocking
-            .run(move |e| e.drift(&collection, &baseline, &current, &dr, budget))
+            .analyze(move |a| a.drift(&collection, &baseline, &current, &dr, budget))
             .await?;
         Ok(Response::new(drift_report(out)))
     }
@@ -257,8 +257,8 @@ impl Operations for OperationsService {
             };
             let out = self
                 .blocking
-                .run(move |e| {
-                    e.compare_versions(
+                .analyze(move |a| {
+                    a.compare_versions(
                         &r.collection,
                         &r.baseline_version,
                         &r.candidate_version,
@@ -329,7 +329,7 @@ impl Operations for OperationsService {
                         to_ms: w.to_ms,
                     }),
                 };
-                let replaced = self.blocking.run(move |e| e.set_monitor(spec)).await?;
+                let replaced = self.blocking.analyze(move |a| a.set_monitor(spec)).await?;
                 Ok(Response::new(pb::SetMonitorResponse { replaced }))
             })
             .await
@@ -344,7 +344,7 @@ impl Operations for OperationsService {
         if !c.is_empty() {
             caller.check(Role::Reader, &c)?;
         }
-        let ms = self.blocking.run(move |e| e.list_monitors(&c)).await?;
+        let ms = self.blocking.analyze(move |a| a.list_monitors(&c)).await?;
         Ok(Response::new(pb::ListMonitorsResponse {
             monitors: ms
                 .into_iter()
@@ -364,7 +364,7 @@ impl Operations for OperationsService {
         caller
             .audited("DeleteMonitor", &c, &v, Role::Admin, async move {
                 self.blocking
-                    .run(move |e| e.delete_monitor(&r.collection, &r.version))
+                    .analyze(move |a| a.delete_monitor(&r.collection, &r.version))
                     .await?;
                 Ok(Response::new(pb::DeleteMonitorResponse {}))
             })

@@ -5,18 +5,16 @@
 //! exact search on a sample.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use emberdb_eval::knn::{Exact, Neighbor, all_neighbors, for_each_query};
-use emberdb_eval::{
-    Data, Deadline, EvalError, Space, confusion, margin, project, retrieval, stats,
-};
+use emberdb_eval::{Deadline, EvalError, confusion, margin, project, retrieval, stats};
 use serde::Deserialize;
 
-use crate::distance::Metric;
-use crate::error::{Error, Result};
-use crate::store::Store;
-use crate::version::{Filter, SearchParams, Version, poisoned};
+use emberdb_storage::{Error, Filter, ReadState, Result, SearchParams, Snapshot, Version};
+
+use crate::poisoned;
 
 /// Thresholds, owners and limits of the evaluation endpoints (the `[eval]`
 /// section of the server's config file). Every field has a documented default.
@@ -138,181 +136,6 @@ impl Mode {
             Mode::Exact => "exact",
             Mode::Approximate => "approximate",
         }
-    }
-}
-
-/// A version's live points, ordered by id (so "lower row" means "lower id").
-pub(crate) struct Snapshot {
-    /// Op sequence the snapshot reflects.
-    pub seq: u64,
-    pub ids: Vec<u64>,
-    pub vectors: Vec<f32>,
-    /// Label id per row; 0 = unlabelled.
-    pub labels: Vec<u32>,
-    pub label_names: Vec<String>,
-    /// timestamp_ms per row.
-    pub timestamps: Vec<i64>,
-    pub dim: usize,
-    pub space: Space,
-}
-
-/// Old label id → new id with ids 1.. in name order, and the new names (index 0, "unlabelled",
-/// keeps its place).
-fn labels_in_name_order(names: &[String]) -> (Vec<u32>, Vec<String>) {
-    let mut order: Vec<usize> = (1..names.len()).collect();
-    order.sort_by(|&a, &b| names[a].cmp(&names[b]));
-    let mut remap = vec![0u32; names.len()];
-    let mut out = Vec::with_capacity(names.len());
-    out.push(names.first().cloned().unwrap_or_default());
-    for (rank, &old) in order.iter().enumerate() {
-        remap[old] = rank as u32 + 1;
-        out.push(names[old].clone());
-    }
-    (remap, out)
-}
-
-/// Slots whose ids a snapshot reads per read-lock hold (the ids pass is cheap per slot).
-const ID_SLOTS_PER_HOLD: usize = 1 << 16;
-
-impl Snapshot {
-    /// The live points of `v` at one op sequence, in id order. Copied in short read-lock holds
-    /// (a writer queued behind one long hold would stall every search behind it): the live set
-    /// and sequence are read in one hold, the slots' contents (which never change while the
-    /// store's layout stays) in later ones. A compaction in between starts it again; after a
-    /// few such restarts it copies under one hold.
-    pub fn take(v: &Version) -> Result<Snapshot> {
-        for _ in 0..3 {
-            if let Some(s) = Self::take_in_holds(v)? {
-                return Ok(s);
-            }
-        }
-        let store = v.store.read().map_err(poisoned)?;
-        let mut rows = Self::live_rows(&store, &store.live, 0..store.len());
-        rows.sort_unstable();
-        let mut snap = Self::empty(v, &store, rows.len());
-        snap.fill(&store, &rows);
-        Ok(snap.finish(rows))
-    }
-
-    fn take_in_holds(v: &Version) -> Result<Option<Snapshot>> {
-        let (layout, live, mut snap) = {
-            let store = v.store.read().map_err(poisoned)?;
-            (
-                store.layout,
-                store.live.clone(),
-                Self::empty(v, &store, store.live_count),
-            )
-        };
-        let mut rows = Vec::with_capacity(snap.ids.capacity());
-        for from in (0..live.len()).step_by(ID_SLOTS_PER_HOLD) {
-            let store = v.store.read().map_err(poisoned)?;
-            if store.layout != layout {
-                return Ok(None);
-            }
-            rows.extend(Self::live_rows(
-                &store,
-                &live,
-                from..(from + ID_SLOTS_PER_HOLD).min(live.len()),
-            ));
-        }
-        rows.sort_unstable();
-        let per_hold = crate::store::slots_per_hold(snap.dim);
-        for part in rows.chunks(per_hold) {
-            let store = v.store.read().map_err(poisoned)?;
-            if store.layout != layout {
-                return Ok(None);
-            }
-            snap.fill(&store, part);
-        }
-        Ok(Some(snap.finish(rows)))
-    }
-
-    /// (id, slot) of the slots in `range` that `live` marks, unsorted.
-    fn live_rows(store: &Store, live: &[bool], range: std::ops::Range<usize>) -> Vec<(u64, usize)> {
-        range
-            .filter(|&s| live[s])
-            .map(|s| (store.ids[s], s))
-            .collect()
-    }
-
-    /// A snapshot header: sequence, label names, metric; points to come from `fill`.
-    fn empty(v: &Version, store: &Store, n: usize) -> Snapshot {
-        Snapshot {
-            seq: store.applied_seq,
-            ids: Vec::with_capacity(n),
-            labels: Vec::with_capacity(n),
-            timestamps: Vec::with_capacity(n),
-            label_names: store.label_names.clone(),
-            vectors: Vec::with_capacity(n * store.dim),
-            dim: store.dim,
-            space: match v.metric() {
-                Metric::L2 => Space::L2,
-                Metric::Cosine => Space::Cosine,
-                Metric::Dot => Space::Dot,
-            },
-        }
-    }
-
-    /// Appends `rows`' vectors, labels (store numbering) and timestamps.
-    fn fill(&mut self, store: &Store, rows: &[(u64, usize)]) {
-        for &(_, s) in rows {
-            self.vectors.extend_from_slice(store.vector(s));
-            self.labels.push(store.labels[s]);
-            self.timestamps.push(store.timestamps[s]);
-        }
-    }
-
-    /// Ids from `rows`; labels renumbered in name order.
-    fn finish(mut self, rows: Vec<(u64, usize)>) -> Snapshot {
-        // The store numbers labels in the order it first saw them; the snapshot renumbers them in
-        // name order, so every order "by label" downstream (pairs with equal counts, classes) is
-        // the label order the API documents. 0 stays "unlabelled".
-        let (remap, label_names) = labels_in_name_order(&self.label_names);
-        self.ids = rows.iter().map(|r| r.0).collect();
-        for l in &mut self.labels {
-            *l = remap[*l as usize];
-        }
-        self.label_names = label_names;
-        self
-    }
-
-    pub fn data(&self) -> Data<'_> {
-        Data::new(self.dim, &self.vectors)
-    }
-
-    pub fn len(&self) -> usize {
-        self.ids.len()
-    }
-
-    /// The labelled rows (every row when none is labelled), as a sub-snapshot.
-    pub fn labelled(&self) -> Snapshot {
-        let keep: Vec<usize> = (0..self.len()).filter(|&r| self.labels[r] != 0).collect();
-        if keep.is_empty() {
-            return self.rows(&(0..self.len()).collect::<Vec<_>>());
-        }
-        self.rows(&keep)
-    }
-
-    /// The given rows (ascending), as a sub-snapshot.
-    pub fn rows(&self, keep: &[usize]) -> Snapshot {
-        let mut vectors = Vec::with_capacity(keep.len() * self.dim);
-        for &r in keep {
-            vectors.extend_from_slice(&self.vectors[r * self.dim..(r + 1) * self.dim]);
-        }
-        Snapshot {
-            seq: self.seq,
-            ids: keep.iter().map(|&r| self.ids[r]).collect(),
-            labels: keep.iter().map(|&r| self.labels[r]).collect(),
-            timestamps: keep.iter().map(|&r| self.timestamps[r]).collect(),
-            label_names: self.label_names.clone(),
-            vectors,
-            dim: self.dim,
-            space: self.space,
-        }
-    }
-
-    pub fn label(&self, row: usize) -> &str {
-        &self.label_names[self.labels[row] as usize]
     }
 }
 
@@ -628,7 +451,7 @@ pub struct ProjectedOut {
 // ---- the computations ----
 
 pub(crate) fn recall(v: &Version, p: &RecallParams, deadline: &Deadline) -> Result<RecallReport> {
-    recall_on(v, &Snapshot::take(v)?, p, deadline)
+    recall_on(v, &v.snapshot()?, p, deadline)
 }
 
 /// [`recall`] over a snapshot the caller already took.
@@ -672,7 +495,7 @@ impl RecallPlan {
             ));
         }
         let k = p.k.unwrap_or(10);
-        let (k_req, ef) = crate::validate::k_and_ef(k, p.ef.unwrap_or(0))?;
+        let (k_req, ef) = emberdb_storage::validate::k_and_ef(k, p.ef.unwrap_or(0))?;
         Ok(RecallPlan {
             rows: sample_rows(n, p.sample_size.unwrap_or(0) as usize, p.seed.unwrap_or(0)),
             k_req,
@@ -900,27 +723,61 @@ fn confusion_out(
     }
 }
 
-/// Cached leave-one-out neighbours of a version's labelled snapshot.
+/// Cached leave-one-out neighbours of a version's labelled snapshot, with the state they saw:
+/// Confusion, Margin and Actions share one all-pairs pass until the next write (approximate
+/// mode: until the graph changes too, e.g. after a repair).
 #[derive(Debug, Clone)]
-pub(crate) struct LooCache {
+struct LooCache {
+    state: ReadState,
     seq: u64,
     mode: Mode,
-    nn: std::sync::Arc<Vec<Vec<Neighbor>>>,
+    nn: Arc<Vec<Vec<Neighbor>>>,
     agreement: Option<f64>,
+}
+
+/// The last leave-one-out lists of each version (by version id). An entry goes when its version
+/// is dropped (checked on every insert), so the cache never outlives the data it describes.
+#[derive(Default)]
+pub(crate) struct LooCaches(Mutex<HashMap<u64, (Weak<Version>, LooCache)>>);
+
+impl LooCaches {
+    fn get(&self, v: &Version, state: &ReadState, mode: Mode) -> Result<Option<LooCache>> {
+        let map = self.0.lock().map_err(poisoned)?;
+        Ok(map.get(&v.id()).map(|e| &e.1).and_then(|c| {
+            let fresh = match mode {
+                Mode::Exact => c.state.same_points(state),
+                Mode::Approximate => c.state == *state,
+            };
+            (fresh && c.mode == mode).then(|| c.clone())
+        }))
+    }
+
+    fn put(&self, v: &Arc<Version>, c: LooCache) -> Result<()> {
+        let mut map = self.0.lock().map_err(poisoned)?;
+        map.retain(|_, (w, _)| w.strong_count() > 0);
+        map.insert(v.id(), (Arc::downgrade(v), c));
+        Ok(())
+    }
 }
 
 /// The labelled snapshot, its leave-one-out neighbours, the mode that ran and
 /// (approximate mode) the measured 1-NN label agreement with exact search.
 struct Loo {
     snap: Snapshot,
-    nn: std::sync::Arc<Vec<Vec<Neighbor>>>,
+    nn: Arc<Vec<Vec<Neighbor>>>,
     mode: Mode,
     agreement: Option<f64>,
 }
 
 /// Shared set-up of margin, confusion and actions: the labelled snapshot and its
 /// leave-one-out neighbours (two per row gives both 1-NN and margin).
-fn loo(v: &Version, cfg: &EvalConfig, mode: ModeRequest, deadline: &Deadline) -> Result<Loo> {
+fn loo(
+    v: &Arc<Version>,
+    cfg: &EvalConfig,
+    cache: &LooCaches,
+    mode: ModeRequest,
+    deadline: &Deadline,
+) -> Result<Loo> {
     // Refuse before the snapshot is copied: the live count bounds the labelled rows.
     if let Some(limit) = cfg.exact_memory_bytes {
         let (live, _) = v.counts()?;
@@ -939,15 +796,16 @@ fn loo(v: &Version, cfg: &EvalConfig, mode: ModeRequest, deadline: &Deadline) ->
             }
         }
     }
-    let snap = Snapshot::take(v)?.labelled();
+    // Read before the snapshot: a write in between makes the next state differ.
+    let state = v.read_state()?;
+    let snap = v.snapshot()?.labelled();
     if snap.len() < 3 {
         return Err(Error::FailedPrecondition(
             "this evaluation needs at least 3 points".into(),
         ));
     }
     let mode = resolve_mode(mode, snap.len(), cfg, v)?;
-    let cached = v.loo_cache.lock().map_err(poisoned)?.clone();
-    if let Some(c) = cached.filter(|c| c.seq == snap.seq && c.mode == mode) {
+    if let Some(c) = cache.get(v, &state, mode)?.filter(|c| c.seq == snap.seq) {
         return Ok(Loo {
             snap,
             nn: c.nn,
@@ -955,7 +813,7 @@ fn loo(v: &Version, cfg: &EvalConfig, mode: ModeRequest, deadline: &Deadline) ->
             agreement: c.agreement,
         });
     }
-    let nn = std::sync::Arc::new(loo_neighbors(
+    let nn = Arc::new(loo_neighbors(
         v,
         &snap,
         2,
@@ -967,12 +825,16 @@ fn loo(v: &Version, cfg: &EvalConfig, mode: ModeRequest, deadline: &Deadline) ->
         Mode::Exact => None,
         Mode::Approximate => Some(agreement(&snap, &nn, cfg.agreement_sample, deadline)?),
     };
-    *v.loo_cache.lock().map_err(poisoned)? = Some(LooCache {
-        seq: snap.seq,
-        mode,
-        nn: nn.clone(),
-        agreement,
-    });
+    cache.put(
+        v,
+        LooCache {
+            state,
+            seq: snap.seq,
+            mode,
+            nn: nn.clone(),
+            agreement,
+        },
+    )?;
     Ok(Loo {
         snap,
         nn,
@@ -982,8 +844,9 @@ fn loo(v: &Version, cfg: &EvalConfig, mode: ModeRequest, deadline: &Deadline) ->
 }
 
 pub(crate) fn margin(
-    v: &Version,
+    v: &Arc<Version>,
     cfg: &EvalConfig,
+    cache: &LooCaches,
     threshold: Option<f64>,
     lowest_n: Option<u32>,
     mode: ModeRequest,
@@ -997,32 +860,34 @@ pub(crate) fn margin(
         ));
     }
     let lowest_n = lowest_n.unwrap_or(20).min(10_000) as usize;
-    let l = loo(v, cfg, mode, deadline)?;
+    let l = loo(v, cfg, cache, mode, deadline)?;
     let mut out = margin_out(&l.snap, &l.nn, threshold, lowest_n, l.mode);
     out.approximate_agreement = l.agreement;
     Ok(out)
 }
 
 pub(crate) fn confusion(
-    v: &Version,
+    v: &Arc<Version>,
     cfg: &EvalConfig,
+    cache: &LooCaches,
     top_pairs: Option<u32>,
     mode: ModeRequest,
     deadline: &Deadline,
 ) -> Result<ConfusionOut> {
-    let l = loo(v, cfg, mode, deadline)?;
+    let l = loo(v, cfg, cache, mode, deadline)?;
     let mut out = confusion_out(&l.snap, &l.nn, cfg, top_pairs.unwrap_or(0) as usize, l.mode);
     out.approximate_agreement = l.agreement;
     Ok(out)
 }
 
 pub(crate) fn actions(
-    v: &Version,
+    v: &Arc<Version>,
     cfg: &EvalConfig,
+    cache: &LooCaches,
     mode: ModeRequest,
     deadline: &Deadline,
 ) -> Result<ActionsOut> {
-    let Loo { snap, nn, mode, .. } = loo(v, cfg, mode, deadline)?;
+    let Loo { snap, nn, mode, .. } = loo(v, cfg, cache, mode, deadline)?;
     let c = confusion_out(&snap, &nn, cfg, 0, mode);
     let m = margin_out(&snap, &nn, cfg.margin_threshold, usize::MAX, mode);
     let mut items = Vec::new();
@@ -1122,7 +987,7 @@ pub(crate) fn project(
     seed: Option<u64>,
 ) -> Result<Vec<ProjectedOut>> {
     const MAX_POINTS: usize = 20_000;
-    let snap = Snapshot::take(v)?;
+    let snap = v.snapshot()?;
     let want = match sample_size.unwrap_or(0) as usize {
         0 => snap.len().min(MAX_POINTS),
         s => s.min(MAX_POINTS),

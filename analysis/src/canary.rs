@@ -12,9 +12,9 @@ use emberdb_eval::knn::{Exact, Neighbor, for_each_query};
 use emberdb_eval::ranked::{Ranking, for_each_query_top};
 use emberdb_eval::{Deadline, retrieval, stats};
 
-use crate::error::{Error, Result};
-use crate::evaluate::{EvalConfig, Snapshot, deadline_error, sample_rows};
-use crate::version::{SearchParams, Version};
+use emberdb_storage::{Error, Result, SearchParams, Snapshot, Version};
+
+use crate::evaluate::{EvalConfig, deadline_error, sample_rows};
 
 #[derive(Debug, Clone, Default)]
 pub struct CompareRequest {
@@ -243,7 +243,7 @@ fn measure(
     let nan0 = |x: f64| if x.is_nan() { 0.0 } else { x };
     Ok(Measured {
         quality: VersionQuality {
-            version: v.record.name.clone(),
+            version: v.name().to_string(),
             precision_at_1: nan0(stats::mean(labelled.iter().map(|l| l.0.precision_at_1))),
             hit_at_k: nan0(stats::mean(labelled.iter().map(|l| l.0.hit_at_k))),
             map_at_r: nan0(stats::mean(labelled.iter().filter_map(|l| l.0.map_at_r))),
@@ -356,13 +356,16 @@ pub(crate) fn compare(
     deadline: &Deadline,
 ) -> Result<CompareOut> {
     let k = req.k.unwrap_or(10);
-    if k == 0 || k > crate::validate::MAX_K {
+    if k == 0 || k > emberdb_storage::validate::MAX_K {
         return Err(Error::invalid(
             "k",
-            format!("must be between 1 and {}, got {k}", crate::validate::MAX_K),
+            format!(
+                "must be between 1 and {}, got {k}",
+                emberdb_storage::validate::MAX_K
+            ),
         ));
     }
-    let (b, c) = (Snapshot::take(base_v)?, Snapshot::take(cand_v)?);
+    let (b, c) = (base_v.snapshot()?, cand_v.snapshot()?);
     // Both id lists are sorted: merge for the shared ids.
     let mut shared = Vec::new();
     let (mut i, mut j) = (0, 0);
@@ -380,8 +383,8 @@ pub(crate) fn compare(
     if shared.len() < 3 {
         return Err(Error::FailedPrecondition(format!(
             "versions '{}' and '{}' share {} point ids; a comparison needs at least 3",
-            base_v.record.name,
-            cand_v.record.name,
+            base_v.name(),
+            cand_v.name(),
             shared.len()
         )));
     }

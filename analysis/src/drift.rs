@@ -8,9 +8,9 @@ pub use emberdb_eval::drift::ShiftKind;
 use emberdb_eval::drift::{self as math, DriftParams};
 use emberdb_eval::{Data, Deadline};
 
-use crate::error::{Error, Result};
-use crate::evaluate::{EvalConfig, Snapshot};
-use crate::version::Version;
+use emberdb_storage::{Error, Result, Snapshot, Version};
+
+use crate::evaluate::EvalConfig;
 
 /// Which points a window holds: `from_ms` inclusive, `to_ms` exclusive.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -22,7 +22,7 @@ pub struct WindowSpec {
 
 impl WindowSpec {
     pub(crate) fn validate(&self, field: &str) -> Result<()> {
-        crate::validate::name(&format!("{field}.version"), &self.version)?;
+        emberdb_storage::validate::name(&format!("{field}.version"), &self.version)?;
         if let (Some(f), Some(t)) = (self.from_ms, self.to_ms)
             && f >= t
         {
@@ -85,7 +85,7 @@ pub const MAX_DRIFT_SAMPLE: u32 = 5000;
 
 /// Rows of a version snapshot that fall in the window.
 pub(crate) fn window(v: &Version, spec: &WindowSpec) -> Result<Snapshot> {
-    let snap = Snapshot::take(v)?;
+    let snap = v.snapshot()?;
     let keep: Vec<usize> = (0..snap.len())
         .filter(|&r| spec.contains(snap.timestamps[r]))
         .collect();
@@ -104,10 +104,10 @@ pub(crate) fn drift(
     if base_v.dim() != cur_v.dim() || base_v.metric() != cur_v.metric() {
         return Err(Error::FailedPrecondition(format!(
             "drift compares vectors of one embedding space: baseline version '{}' is {}-d {}, current version '{}' is {}-d {}; compare neighbour structure with CompareVersions instead",
-            base_v.record.name,
+            base_v.name(),
             base_v.dim(),
             base_v.metric().name(),
-            cur_v.record.name,
+            cur_v.name(),
             cur_v.dim(),
             cur_v.metric().name()
         )));

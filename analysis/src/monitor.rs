@@ -1,21 +1,19 @@
-//! Monitors: scheduled evaluations of one version (or alias), persisted in
-//! RocksDB so they survive restarts. The engine keeps each monitor's last result;
-//! the server decides when to run them (`due`) and exports the results as gauges.
+//! Monitors: scheduled evaluations of one version (or alias). Their specs are durable in the
+//! storage engine (`Engine::put_monitor_spec`), which drops them with their version or
+//! collection; this module keeps each monitor's runtime state and last result, and the server
+//! decides when to run them (`due_monitors`) and exports the results as gauges.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::CF_META;
-use crate::consistency;
+use emberdb_storage::{Error, ReadState, Result, Version, validate};
+
 use crate::drift::{self, DriftRequest, WindowSpec};
-use crate::engine::{Engine, now_ms, sync_write};
-use crate::error::{Error, Result};
-use crate::evaluate::{self, EvalConfig, RecallParams, Snapshot, sample_rows};
-use crate::validate;
-use crate::version::{Version, poisoned};
+use crate::evaluate::{self, EvalConfig, RecallParams, sample_rows};
+use crate::{Analysis, now_ms, poisoned};
 
 /// What a monitor measures, and how often.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,40 +56,33 @@ pub struct MonitorStatus {
     memo: Option<(Inputs, MonitorResult)>,
 }
 
-/// What a monitor's numbers depend on: the versions it reads (by id, so an alias that moved
-/// counts as a change), their op sequences and slot layouts, and the view searches walk. Every
-/// sample is seeded, so equal inputs give equal numbers: a run on an unchanged version reuses
-/// the last one (only the consistency check, which has its own schedule, runs again).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a monitor's numbers depend on: the state of the version it reads (see [`ReadState`]:
+/// its points and the graph view its recall searches walk) and the points of its baseline (only
+/// snapshotted, never searched). Every sample is seeded, so equal inputs give equal numbers: a
+/// run on an unchanged version reuses the last one (only the consistency check, which has its
+/// own schedule, runs again).
+#[derive(Debug, Clone, Copy)]
 struct Inputs {
-    version: (u64, u64, u64),
-    view: (usize, usize, usize, bool),
-    baseline: Option<(u64, u64, u64)>,
+    version: ReadState,
+    baseline: Option<ReadState>,
+}
+
+impl PartialEq for Inputs {
+    fn eq(&self, o: &Self) -> bool {
+        self.version == o.version
+            && match (&self.baseline, &o.baseline) {
+                (Some(a), Some(b)) => a.same_points(b),
+                (None, None) => true,
+                _ => false,
+            }
+    }
 }
 
 impl Inputs {
     fn of(v: &Version, baseline: Option<&Version>) -> Result<Inputs> {
-        let state = |v: &Version| -> Result<(u64, u64, u64)> {
-            let store = v.store.read().map_err(poisoned)?;
-            Ok((v.record.id, store.applied_seq, store.layout))
-        };
-        let view = v
-            .view
-            .read()
-            .map_err(poisoned)?
-            .as_ref()
-            .map_or((0, 0, 0, false), |g| {
-                (
-                    Arc::as_ptr(g) as usize,
-                    g.covers,
-                    g.nodes(),
-                    g.refine == crate::graph_view::Refine::Polish,
-                )
-            });
         Ok(Inputs {
-            version: state(v)?,
-            view,
-            baseline: baseline.map(state).transpose()?,
+            version: v.read_state()?,
+            baseline: baseline.map(Version::read_state).transpose()?,
         })
     }
 }
@@ -108,39 +99,34 @@ pub const DRIFT_SAMPLE_FACTOR: usize = 10;
 pub const MONITOR_MMD_SAMPLE: u32 = 300;
 pub const MONITOR_DRIFT_SPLITS: usize = 10;
 
-pub(crate) type Registry = Mutex<BTreeMap<(String, String), MonitorStatus>>;
-
-pub(crate) fn key(collection: &str, version: &str) -> Vec<u8> {
-    let mut k = b"monitor/".to_vec();
-    k.extend_from_slice(collection.as_bytes());
-    k.push(0);
-    k.extend_from_slice(version.as_bytes());
-    k
+/// Each monitor's runtime state, following the specs storage keeps (`epoch`: the spec epoch
+/// the map was last brought up to date with).
+#[derive(Default)]
+pub(crate) struct Registry {
+    epoch: u64,
+    monitors: BTreeMap<(String, String), MonitorStatus>,
 }
 
-/// Loads persisted monitors (at open). Each is due at once.
-pub(crate) fn load(
-    db: &rocksdb::DB,
-    cf: &rocksdb::ColumnFamily,
-) -> Result<BTreeMap<(String, String), MonitorStatus>> {
-    let mut out = BTreeMap::new();
-    let prefix = b"monitor/";
-    for item in db.iterator_cf(
-        cf,
-        rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward),
-    ) {
-        let (k, v) = item?;
-        if !k.starts_with(prefix) {
-            break;
+impl Analysis {
+    /// The registry, brought up to date with the stored specs: a spec that was deleted (or whose
+    /// version or collection was dropped) takes its state with it; a new one is due at once.
+    pub(crate) fn registry(&self) -> Result<std::sync::MutexGuard<'_, Registry>> {
+        let mut reg = self.monitors.lock().map_err(poisoned)?;
+        let epoch = self.engine.monitor_specs_epoch();
+        if reg.epoch != epoch {
+            let specs = self.engine.monitor_specs::<MonitorSpec>()?;
+            let mut old = std::mem::take(&mut reg.monitors);
+            for (key, spec) in specs {
+                let status = match old.remove(&key) {
+                    Some(m) if m.spec == spec => m,
+                    _ => MonitorStatus::new(spec),
+                };
+                reg.monitors.insert(key, status);
+            }
+            reg.epoch = epoch;
         }
-        let spec: MonitorSpec = serde_json::from_slice(&v)
-            .map_err(|e| Error::DataCorruption(format!("monitor record: {e}")))?;
-        out.insert(
-            (spec.collection.clone(), spec.version.clone()),
-            MonitorStatus::new(spec),
-        );
+        Ok(reg)
     }
-    Ok(out)
 }
 
 impl MonitorStatus {
@@ -161,7 +147,7 @@ impl MonitorStatus {
     }
 }
 
-impl Engine {
+impl Analysis {
     /// Creates or replaces the monitor of (collection, version). Returns whether one was replaced.
     pub fn set_monitor(&self, mut spec: MonitorSpec) -> Result<bool> {
         validate::name("spec.collection", &spec.collection)?;
@@ -193,10 +179,10 @@ impl Engine {
                 format!("must be at most {MAX_SAMPLE}, got {}", spec.sample_size),
             ));
         }
-        let v = self.resolve(&spec.collection, &spec.version)?;
+        let v = self.engine.resolve(&spec.collection, &spec.version)?;
         if let Some(b) = &spec.baseline {
             b.validate("spec.baseline")?;
-            let bv = self.resolve(&spec.collection, &b.version)?;
+            let bv = self.engine.resolve(&spec.collection, &b.version)?;
             if bv.dim() != v.dim() || bv.metric() != v.metric() {
                 return Err(Error::FailedPrecondition(format!(
                     "baseline version '{}' and monitored version '{}' are different embedding spaces; drift needs the same dimension and metric",
@@ -204,21 +190,15 @@ impl Engine {
                 )));
             }
         }
-        let s = self.shared();
-        let body = serde_json::to_vec(&spec).map_err(|e| Error::Internal(e.to_string()))?;
-        let mut reg = s.monitors.lock().map_err(poisoned)?;
-        s.db.put_cf_opt(
-            s.cf(CF_META)?,
-            key(&spec.collection, &spec.version),
-            body,
-            &sync_write(),
-        )?;
-        let replaced = reg
-            .insert(
-                (spec.collection.clone(), spec.version.clone()),
-                MonitorStatus::new(spec),
-            )
-            .is_some();
+        let mut reg = self.registry()?;
+        let replaced = self
+            .engine
+            .put_monitor_spec(&spec.collection, &spec.version, &spec)?;
+        // Setting a monitor starts it afresh, even with an unchanged spec.
+        reg.monitors
+            .remove(&(spec.collection.clone(), spec.version.clone()));
+        drop(reg);
+        drop(self.registry()?);
         Ok(replaced)
     }
 
@@ -227,8 +207,9 @@ impl Engine {
         if !collection.is_empty() {
             validate::name("collection", collection)?;
         }
-        let reg = self.shared().monitors.lock().map_err(poisoned)?;
+        let reg = self.registry()?;
         Ok(reg
+            .monitors
             .values()
             .filter(|m| collection.is_empty() || m.spec.collection == collection)
             .cloned()
@@ -238,26 +219,26 @@ impl Engine {
     pub fn delete_monitor(&self, collection: &str, version: &str) -> Result<()> {
         validate::name("collection", collection)?;
         validate::name("version", version)?;
-        let s = self.shared();
-        let mut reg = s.monitors.lock().map_err(poisoned)?;
-        if !reg.contains_key(&(collection.to_string(), version.to_string())) {
+        let mut reg = self.registry()?;
+        if !self.engine.delete_monitor_spec(collection, version)? {
             return Err(Error::NotFound {
                 kind: "monitor",
                 name: format!("{collection}/{version}"),
             });
         }
-        s.db.delete_cf_opt(s.cf(CF_META)?, key(collection, version), &sync_write())?;
-        reg.remove(&(collection.to_string(), version.to_string()));
+        reg.monitors
+            .remove(&(collection.to_string(), version.to_string()));
         Ok(())
     }
 
     /// Monitors due now; each is marked running until [`Engine::run_monitor`] finishes it.
     pub fn due_monitors(&self) -> Vec<MonitorSpec> {
-        let Ok(mut reg) = self.shared().monitors.lock() else {
+        let Ok(mut reg) = self.registry() else {
             return Vec::new();
         };
         let now = Instant::now();
-        reg.values_mut()
+        reg.monitors
+            .values_mut()
             .filter(|m| !m.running && m.next_due <= now)
             .map(|m| {
                 m.running = true;
@@ -266,14 +247,15 @@ impl Engine {
             .collect()
     }
 
-    /// Runs one monitor on the evaluation pool and records its result (or error).
+    /// Runs one monitor and records its result (or error).
     pub fn run_monitor(&self, spec: &MonitorSpec) -> Result<MonitorResult> {
         let started = Instant::now();
         let result = self.measure(spec);
-        let s = self.shared();
-        let mut reg = s.monitors.lock().map_err(poisoned)?;
+        let mut reg = self.registry()?;
         // The monitor may have been replaced or deleted meanwhile.
-        if let Some(m) = reg.get_mut(&(spec.collection.clone(), spec.version.clone()))
+        if let Some(m) = reg
+            .monitors
+            .get_mut(&(spec.collection.clone(), spec.version.clone()))
             && m.spec == *spec
         {
             m.running = false;
@@ -294,7 +276,10 @@ impl Engine {
                     m.runs_error += 1;
                 }
             }
-        } else if let Some(m) = reg.get_mut(&(spec.collection.clone(), spec.version.clone())) {
+        } else if let Some(m) = reg
+            .monitors
+            .get_mut(&(spec.collection.clone(), spec.version.clone()))
+        {
             m.running = false;
         }
         result
@@ -303,32 +288,30 @@ impl Engine {
     /// One run. Snapshots and the consistency check (which hold locks) run here,
     /// at normal priority; the math runs on the low-priority monitor thread.
     fn measure(&self, spec: &MonitorSpec) -> Result<MonitorResult> {
-        let v = self.resolve(&spec.collection, &spec.version)?;
-        let s = self.shared();
+        let v = self.engine.resolve(&spec.collection, &spec.version)?;
         let baseline_version = match &spec.baseline {
-            Some(b) => Some(self.resolve(&spec.collection, &b.version)?),
+            Some(b) => Some(self.engine.resolve(&spec.collection, &b.version)?),
             None => None,
         };
         // Read before the snapshot: a write in between makes the next run's inputs differ.
         let inputs = Inputs::of(&v, baseline_version.as_deref())?;
-        let consistent = consistency::monitor_check(s, &v)?;
+        let consistent = self.engine.light_check(&v)?;
         let key = (spec.collection.clone(), spec.version.clone());
-        let memo = s
+        let memo = self
+            .registry()?
             .monitors
-            .lock()
-            .map_err(poisoned)?
             .get(&key)
             .filter(|m| m.spec == *spec)
             .and_then(|m| m.memo.clone())
             .filter(|(i, _)| *i == inputs);
         if let Some((_, r)) = memo {
-            s.stats
+            self.stats
                 .monitor_results_reused
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(MonitorResult { consistent, ..r });
         }
         let r = self.compute(spec, &v, baseline_version.as_deref(), consistent)?;
-        if let Some(m) = s.monitors.lock().map_err(poisoned)?.get_mut(&key)
+        if let Some(m) = self.registry()?.monitors.get_mut(&key)
             && m.spec == *spec
         {
             m.memo = Some((inputs, r.clone()));
@@ -344,9 +327,8 @@ impl Engine {
         baseline_version: Option<&Version>,
         consistent: bool,
     ) -> Result<MonitorResult> {
-        let s = self.shared();
-        let cfg = &s.config.eval;
-        let snap = Snapshot::take(v)?;
+        let cfg = &self.config.eval;
+        let snap = v.snapshot()?;
         // Drift in a monitor compares seeded samples of both windows (the Drift RPC
         // uses every point): a periodic check, not a report.
         let drift_rows = (spec.sample_size as usize * DRIFT_SAMPLE_FACTOR).max(200);
@@ -372,8 +354,11 @@ impl Engine {
                 seed: Some(0),
             },
         )?;
-        let ann = s.query_pool.install(|| plan.ann_side(v, &snap))?;
-        s.monitor_pool.install(|| {
+        let ann = self
+            .engine
+            .query_pool()
+            .install(|| plan.ann_side(v, &snap))?;
+        self.monitor_pool.install(|| {
             let deadline = emberdb_eval::Deadline::none();
             // Margins of the same sampled queries (nearest two other points), from the same pass.
             let exact = plan.exact_side(&snap, &deadline, true)?;
