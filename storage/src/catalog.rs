@@ -2,8 +2,8 @@
 //! each change one RocksDB write under `Shared::catalog_writer`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use rocksdb::WriteBatch;
 
@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::generation::IndexDir;
 use crate::store::Store;
 use crate::validate;
-use crate::version::{IndexState, Version, poisoned};
+use crate::version::{Version, poisoned};
 
 impl Engine {
     pub fn create_version(
@@ -104,7 +104,7 @@ impl Engine {
         // A stale index dir of a crashed, never-committed version cannot exist (ids are
         // never reused), but clear it anyway.
         let v = Arc::new(s.new_version(collection, vrec, Store::new(spec.dim as usize), 0));
-        v.dir.remove_all();
+        v.dir().remove_all();
         let mut cat = s.catalog.write().map_err(poisoned)?;
         let entry = cat
             .entry(collection.to_string())
@@ -123,7 +123,7 @@ impl Engine {
         cat.values()
             .map(|c| {
                 let mut versions: Vec<_> = c.versions.values().cloned().collect();
-                versions.sort_by(|a, b| a.record.name.cmp(&b.record.name));
+                versions.sort_by(|a, b| a.record().name.cmp(&b.record().name));
                 Ok(CollectionInfo {
                     name: c.record.name.clone(),
                     versions: versions.iter().map(|v| info_of(v)).collect::<Result<_>>()?,
@@ -278,10 +278,10 @@ impl Engine {
 fn info_of(v: &Version) -> Result<VersionInfo> {
     let (point_count, indexed_count) = v.counts()?;
     Ok(VersionInfo {
-        collection: v.collection.clone(),
-        version: v.record.name.clone(),
-        dim: v.record.dim,
-        metric: v.record.metric,
+        collection: v.collection().to_string(),
+        version: v.record().name.clone(),
+        dim: v.record().dim,
+        metric: v.record().metric,
         point_count,
         indexed_count,
         status: if point_count == indexed_count {
@@ -289,9 +289,9 @@ fn info_of(v: &Version) -> Result<VersionInfo> {
         } else {
             IndexStatus::Indexing
         },
-        m: v.record.m,
-        ef_construction: v.record.ef_construction,
-        created_ms: v.record.created_ms,
+        m: v.record().m,
+        ef_construction: v.record().ef_construction,
+        created_ms: v.record().created_ms,
     })
 }
 
@@ -379,10 +379,10 @@ impl Shared {
 
     /// After a version left the catalog: stop its indexer work and remove its files.
     fn retire(&self, v: &Version) {
-        v.dropped.store(true, Ordering::SeqCst);
-        let _writer = v.writer.lock();
-        let _index = v.index.lock();
-        v.dir.remove_all();
+        v.dropped().store(true, Ordering::SeqCst);
+        let _writer = v.writer().lock();
+        let _index = v.index().lock();
+        v.dir().remove_all();
     }
 
     pub(crate) fn new_version(
@@ -392,21 +392,13 @@ impl Shared {
         store: Store,
         last_seq: u64,
     ) -> Version {
-        Version {
-            dir: IndexDir::new(&self.index_root, record.id),
+        Version::new(
+            IndexDir::new(&self.index_root, record.id),
             record,
-            collection: collection.into(),
-            writer: Mutex::new(()),
-            last_seq: AtomicU64::new(last_seq),
-            store: crate::version::StoreLock::new(store),
-            ann: RwLock::new(None),
-            view: RwLock::new(None),
-            indexed_upto: AtomicUsize::new(0),
-            parked: AtomicU64::new(0),
-            index: Mutex::new(IndexState::default()),
-            dropped: AtomicBool::new(false),
-            graph_check: Mutex::new(None),
-        }
+            collection,
+            store,
+            last_seq,
+        )
     }
 
     pub(crate) fn versions(&self) -> Vec<Arc<Version>> {

@@ -89,15 +89,15 @@ struct Findings {
 /// Compares RocksDB with the mirror. Caller holds the version's writer lock.
 fn check_mirror(s: &Shared, v: &Version, store: &Store, f: &mut Findings) -> Result<u64> {
     let mut stored = 0u64;
-    let mut seen: HashSet<u64> = HashSet::with_capacity(store.live_count);
+    let mut seen: HashSet<u64> = HashSet::with_capacity(store.live_count());
     let (mut missing, mut differ) = (0usize, 0usize);
     let mut pacer = crate::os::Pacer::new();
-    s.for_each_stored_point(v.record.id, v.dim(), |id, p| {
+    s.for_each_stored_point(v.record().id, v.dim(), |id, p| {
         pacer.tick();
         stored += 1;
         seen.insert(id);
-        match store.id_to_slot.get(&id) {
-            Some(&slot) if store.live[slot] => {
+        match store.slot_of(id) {
+            Some(slot) if store.is_live(slot) => {
                 if !same_bits(&prepared(v.metric(), &p.vector), store.vector(slot)) {
                     differ += 1;
                     f.vector_mismatch.push(id);
@@ -111,8 +111,8 @@ fn check_mirror(s: &Shared, v: &Version, store: &Store, f: &mut Findings) -> Res
         Ok(())
     })?;
     let extra: Vec<u64> = (0..store.len())
-        .filter(|&slot| store.live[slot] && !seen.contains(&store.ids[slot]))
-        .map(|slot| store.ids[slot])
+        .filter(|&slot| store.is_live(slot) && !seen.contains(&store.id(slot)))
+        .map(|slot| store.id(slot))
         .collect();
     if missing > 0 {
         f.notes.push(format!(
@@ -145,10 +145,10 @@ pub(crate) fn check(s: &Shared, v: &Version, depth: Depth) -> Result<Consistency
 fn check_with(s: &Shared, v: &Version, depth: Depth, verify_files: bool) -> Result<ConsistencyOut> {
     let pre = Preload::take(s, v, depth, verify_files);
     let _writer = match depth {
-        Depth::Full => Some(v.writer.lock().map_err(poisoned)?),
+        Depth::Full => Some(v.writer().lock().map_err(poisoned)?),
         Depth::Graph => None,
     };
-    let st = v.index.lock().map_err(poisoned)?;
+    let st = v.index().lock().map_err(poisoned)?;
     check_locked(s, v, depth, &st, verify_files, pre)
 }
 
@@ -183,8 +183,8 @@ impl Preload {
         s.build_pools.background().install(|| {
             let verified = (uses_graph && verify_files)
                 .then(|| verify_files_of(s, v).map(|o| o.map(|(m, dir, _)| (m, dir))));
-            let parked = v.parked.load(Ordering::SeqCst);
-            let resident = v.ann.read().map(|a| a.is_some()).unwrap_or(true);
+            let parked = v.parked().load(Ordering::SeqCst);
+            let resident = v.ann().read().map(|a| a.is_some()).unwrap_or(true);
             let graph =
                 (uses_graph && depth == Depth::Full && parked != 0 && !resident).then(|| {
                     let known = match &verified {
@@ -242,8 +242,8 @@ fn check_locked(
     // store lock, like the file reads); the monitors' graph-level check takes its nodes from the
     // view read from that generation, whose files the checksums cover.
     let mut load_note = None;
-    let parked = v.parked.load(Ordering::SeqCst);
-    let resident = v.ann.read().map_err(poisoned)?.clone();
+    let parked = v.parked().load(Ordering::SeqCst);
+    let resident = v.ann().read().map_err(poisoned)?.clone();
     let ann = match (resident, parked, depth) {
         (Some(a), _, _) => Some(a),
         (None, 0, _) | (None, _, Depth::Graph) => None,
@@ -260,7 +260,7 @@ fn check_locked(
             }
         },
     };
-    let store = v.store.read().map_err(poisoned)?;
+    let store = v.store().read().map_err(poisoned)?;
     let mut f = Findings {
         stored_not_indexed: Vec::new(),
         indexed_not_stored: Vec::new(),
@@ -272,7 +272,7 @@ fn check_locked(
     };
     let stored = match depth {
         Depth::Full => check_mirror(s, v, &store, &mut f)?,
-        Depth::Graph => store.live_count as u64,
+        Depth::Graph => store.live_count() as u64,
     };
 
     let mut indexed = 0u64;
@@ -280,8 +280,8 @@ fn check_locked(
     let mut tombstones = 0u64;
 
     if v.metric().uses_graph() {
-        let upto = v.indexed_upto.load(Ordering::SeqCst).min(store.len());
-        let view = v.view.read().map_err(poisoned)?.clone();
+        let upto = v.indexed_upto().load(Ordering::SeqCst).min(store.len());
+        let view = v.view().read().map_err(poisoned)?.clone();
         let mut in_graph = vec![false; store.len()];
         let (mut unknown, mut duplicate, mut differ) = (0usize, 0usize, 0usize);
         if let (None, Depth::Graph, Some(g)) = (&ann, depth, view.as_ref().filter(|_| parked != 0))
@@ -292,7 +292,7 @@ fn check_locked(
                     continue;
                 }
                 in_graph[slot] = true;
-                if store.live[slot] {
+                if store.is_live(slot) {
                     indexed += 1;
                 } else {
                     tombstones += 1;
@@ -311,25 +311,25 @@ fn check_locked(
                     duplicate += 1;
                 }
                 in_graph[slot] = true;
-                if !store.live[slot] {
+                if !store.is_live(slot) {
                     tombstones += 1;
                     return;
                 }
                 indexed += 1;
                 if !same_bits(vector, store.vector(slot)) {
                     differ += 1;
-                    f.vector_mismatch.push(store.ids[slot]);
+                    f.vector_mismatch.push(store.id(slot));
                 }
             })?;
         }
         let mut lost = 0usize;
         for (slot, &present) in in_graph.iter().enumerate() {
-            if !store.live[slot] || present {
+            if !store.is_live(slot) || present {
                 continue;
             }
             if slot < upto {
                 lost += 1;
-                f.stored_not_indexed.push(store.ids[slot]);
+                f.stored_not_indexed.push(store.id(slot));
             } else {
                 pending += 1;
             }
@@ -341,8 +341,8 @@ fn check_locked(
             .map(|g| g.unreachable())
             .unwrap_or_default()
             .into_iter()
-            .filter(|&slot| slot < store.len() && store.live[slot])
-            .map(|slot| store.ids[slot])
+            .filter(|&slot| slot < store.len() && store.is_live(slot))
+            .map(|slot| store.id(slot))
             .collect();
         if lost > 0 {
             f.notes.push(format!(
@@ -373,7 +373,7 @@ fn check_locked(
         }
         f.unreachable = orphans;
     } else {
-        indexed = store.live_count as u64;
+        indexed = store.live_count() as u64;
     }
     drop(store);
     // A graph loaded only for this check is millions of small allocations: freed on the
@@ -441,7 +441,7 @@ fn verify_files_of(
     s.stats
         .generation_file_checks
         .fetch_add(1, Ordering::Relaxed);
-    v.dir.open_verified()
+    v.dir().open_verified()
 }
 
 /// The monitors' check: graph level, re-walking the graph only when the version
@@ -450,19 +450,19 @@ fn verify_files_of(
 /// (CheckConsistency always does both).
 pub(crate) fn monitor_check(s: &Shared, v: &Version) -> Result<bool> {
     let state = {
-        let applied = v.store.read().map_err(poisoned)?.applied_seq;
+        let applied = v.store().read().map_err(poisoned)?.applied_seq();
         // The resident graph, or the parked generation (odd: never an aligned pointer).
         let graph = v
-            .ann
+            .ann()
             .read()
             .map_err(poisoned)?
             .as_ref()
-            .map_or(2 * v.parked.load(Ordering::SeqCst) as usize + 1, |a| {
+            .map_or(2 * v.parked().load(Ordering::SeqCst) as usize + 1, |a| {
                 Arc::as_ptr(a) as usize
             });
-        (applied, v.indexed_upto.load(Ordering::SeqCst), graph)
+        (applied, v.indexed_upto().load(Ordering::SeqCst), graph)
     };
-    let cached = *v.graph_check.lock().map_err(poisoned)?;
+    let cached = *v.graph_check().lock().map_err(poisoned)?;
     let now = std::time::Instant::now();
     let entry = match cached {
         Some(c) if c.state == state => {
@@ -496,7 +496,7 @@ pub(crate) fn monitor_check(s: &Shared, v: &Version) -> Result<bool> {
             }
         }
     };
-    *v.graph_check.lock().map_err(poisoned)? = Some(entry);
+    *v.graph_check().lock().map_err(poisoned)? = Some(entry);
     Ok(entry.graph_ok && entry.files_ok)
 }
 
@@ -522,31 +522,31 @@ fn reload_mirror(s: &Shared, v: &Version) -> Result<()> {
     // indexes valid slots; the stored points get fresh slots after them.
     let mut store = Store::new(v.dim());
     let applied = {
-        let old = v.store.read().map_err(poisoned)?;
+        let old = v.store().read().map_err(poisoned)?;
         for slot in 0..old.len() {
-            store.push_dead(old.ids[slot], old.seqs[slot]);
+            store.push_dead(old.id(slot), old.seq(slot));
         }
-        old.applied_seq
+        old.applied_seq()
     };
-    s.for_each_stored_point(v.record.id, v.dim(), |id, p| {
+    s.for_each_stored_point(v.record().id, v.dim(), |id, p| {
         store.append(v.metric(), PointRef::stored(id, &p));
         Ok(())
     })?;
-    store.applied_seq = applied;
+    store.set_applied_seq(applied);
     // Order: hide the graph first (searches then scan exactly), then swap the mirror.
-    v.indexed_upto.store(0, Ordering::SeqCst);
-    *v.view.write().map_err(poisoned)? = None;
-    *v.ann.write().map_err(poisoned)? = None;
-    v.parked.store(0, Ordering::SeqCst);
-    *v.store.write().map_err(poisoned)? = store;
+    v.indexed_upto().store(0, Ordering::SeqCst);
+    *v.view().write().map_err(poisoned)? = None;
+    *v.ann().write().map_err(poisoned)? = None;
+    v.parked().store(0, Ordering::SeqCst);
+    *v.store().write().map_err(poisoned)? = store;
     Ok(())
 }
 
 /// Checks, and when inconsistent rebuilds (from RocksDB when the mirror is off,
 /// serially so no node is left unreachable), commits, and checks again.
 pub(crate) fn check_and_repair(s: &Arc<Shared>, v: &Version) -> Result<ConsistencyOut> {
-    let writer = v.writer.lock().map_err(poisoned)?;
-    let mut st = v.index.lock().map_err(poisoned)?;
+    let writer = v.writer().lock().map_err(poisoned)?;
+    let mut st = v.index().lock().map_err(poisoned)?;
     let before = check_locked(s, v, Depth::Full, &st, true, Preload::none())?;
     if before.consistent {
         return Ok(before);
@@ -561,7 +561,7 @@ pub(crate) fn check_and_repair(s: &Arc<Shared>, v: &Version) -> Result<Consisten
     }
     s.stats.repairs.fetch_add(1, Ordering::Relaxed);
     drop(st);
-    tracing::warn!(collection = %v.collection, version = %v.record.name, findings = ?before.findings, "index repaired");
+    tracing::warn!(collection = %v.collection(), version = %v.record().name, findings = ?before.findings, "index repaired");
     let mut after = check(s, v, Depth::Full)?;
     after.repaired = true;
     after.before_repair = Some(Box::new(before));

@@ -316,7 +316,7 @@ impl Engine {
     ) -> Result<(Vec<Hit>, String)> {
         let v = self.resolve(collection, version)?;
         let hits = self.search_on(&v, query, params)?;
-        Ok((hits, v.record.name.clone()))
+        Ok((hits, v.record().name.clone()))
     }
 
     /// A search that may run where blocking is not allowed (an async worker): it answers only
@@ -343,7 +343,7 @@ impl Engine {
                 .searches_offloaded
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        Ok(hits.map(|hits| (hits, v.record.name.clone())))
+        Ok(hits.map(|hits| (hits, v.record().name.clone())))
     }
 
     fn search_on(&self, v: &Version, query: &[f32], params: SearchParams<'_>) -> Result<Vec<Hit>> {
@@ -438,7 +438,7 @@ impl Engine {
     /// Commits an index generation for the version now (tests, benches, shutdown).
     pub fn persist_index(&self, collection: &str, version: &str) -> Result<bool> {
         let v = self.resolve(collection, version)?;
-        let mut st = v.index.lock().map_err(poisoned)?;
+        let mut st = v.index().lock().map_err(poisoned)?;
         crate::indexer::persist(&self.shared, &v, &mut st)
     }
 }

@@ -45,18 +45,18 @@ fn run(s: &Shared) {
             match step(s, &v) {
                 Ok(did) => busy |= did,
                 Err(e) => {
-                    tracing::error!(collection = %v.collection, version = %v.record.name, error = %e, "indexer step failed")
+                    tracing::error!(collection = %v.collection(), version = %v.record().name, error = %e, "indexer step failed")
                 }
             }
         }
         if shutting_down {
             // Commit what the graphs hold so the next start loads instead of rebuilding.
             for v in s.versions() {
-                if let Ok(mut st) = v.index.lock()
+                if let Ok(mut st) = v.index().lock()
                     && st.unpersisted > 0
                     && let Err(e) = persist(s, &v, &mut st)
                 {
-                    tracing::error!(version = %v.record.name, error = %e, "commit at shutdown failed");
+                    tracing::error!(version = %v.record().name, error = %e, "commit at shutdown failed");
                 }
             }
             return;
@@ -80,17 +80,17 @@ fn step(s: &Shared, v: &Arc<Version>) -> Result<bool> {
     if !v.metric().uses_graph() {
         return Ok(false);
     }
-    let mut st = v.index.lock().map_err(poisoned)?;
-    if v.dropped.load(Ordering::SeqCst) {
+    let mut st = v.index().lock().map_err(poisoned)?;
+    if v.dropped().load(Ordering::SeqCst) {
         return Ok(false);
     }
-    let upto = v.indexed_upto.load(Ordering::SeqCst);
+    let upto = v.indexed_upto().load(Ordering::SeqCst);
     let (len, chunk) = {
-        let store = v.store.read().map_err(poisoned)?;
+        let store = v.store().read().map_err(poisoned)?;
         let end = store.len().min(upto + s.config.index_chunk);
         // Copy out so searches and writers are not blocked while the graph grows.
         let chunk: Vec<(usize, Vec<f32>)> = (upto..end)
-            .filter(|&slot| store.live[slot])
+            .filter(|&slot| store.is_live(slot))
             .map(|slot| (slot, store.vector(slot).to_vec()))
             .collect();
         (store.len(), (chunk, end))
@@ -106,9 +106,9 @@ fn step(s: &Shared, v: &Arc<Version>) -> Result<bool> {
         ann.set_background(inserts_may_yield(v, &mut st, len)?);
         ann.insert(&refs)?;
         // Insert first, then publish: a search that sees the new watermark sees the points.
-        v.indexed_upto.store(end, Ordering::SeqCst);
+        v.indexed_upto().store(end, Ordering::SeqCst);
         let covered = v
-            .view
+            .view()
             .read()
             .map_err(poisoned)?
             .as_ref()
@@ -132,10 +132,10 @@ fn step(s: &Shared, v: &Arc<Version>) -> Result<bool> {
         rebuild(s, v, &mut st)?;
         return Ok(true);
     }
-    if let Some(ann) = v.ann.read().map_err(poisoned)?.clone() {
+    if let Some(ann) = v.ann().read().map_err(poisoned)?.clone() {
         // Caught up: the view covers every indexed slot, polished.
         let (covered, polished) = v
-            .view
+            .view()
             .read()
             .map_err(poisoned)?
             .as_ref()
@@ -171,13 +171,13 @@ fn may_park(s: &Shared, v: &Version, st: &IndexState) -> Result<bool> {
     {
         return Ok(false);
     }
-    let Some(ann) = v.ann.read().map_err(poisoned)?.clone() else {
+    let Some(ann) = v.ann().read().map_err(poisoned)?.clone() else {
         return Ok(false);
     };
-    let upto = v.indexed_upto.load(Ordering::SeqCst);
-    let caught_up = upto == v.store.read().map_err(poisoned)?.len();
+    let upto = v.indexed_upto().load(Ordering::SeqCst);
+    let caught_up = upto == v.store().read().map_err(poisoned)?.len();
     let served = v
-        .view
+        .view()
         .read()
         .map_err(poisoned)?
         .as_ref()
@@ -189,12 +189,12 @@ fn may_park(s: &Shared, v: &Version, st: &IndexState) -> Result<bool> {
 /// searches walk the view over the store's vectors, and the committed generation holds the graph
 /// for the next insert.
 fn park(s: &Shared, v: &Version, st: &mut IndexState) -> Result<()> {
-    v.parked.store(st.generation, Ordering::SeqCst);
-    *v.ann.write().map_err(poisoned)? = None;
+    v.parked().store(st.generation, Ordering::SeqCst);
+    *v.ann().write().map_err(poisoned)? = None;
     st.mapped_generation = None;
     crate::os::release_free_memory();
     s.stats.graphs_parked.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(collection = %v.collection, version = %v.record.name, generation = st.generation,
+    tracing::debug!(collection = %v.collection(), version = %v.record().name, generation = st.generation,
         "graph parked: served from its view, reloaded for the next insert");
     Ok(())
 }
@@ -223,7 +223,7 @@ pub(crate) fn parked_generation(
     v: &Version,
     generation: u64,
 ) -> Result<(crate::generation::Manifest, std::path::PathBuf)> {
-    match v.dir.open_verified()? {
+    match v.dir().open_verified()? {
         Some((m, dir, _)) if m.generation == generation => Ok((m, dir)),
         Some((m, _, _)) => Err(crate::error::Error::Internal(format!(
             "parked generation {generation}, committed {}",
@@ -240,7 +240,7 @@ fn unpark(s: &Shared, v: &Version, generation: u64) -> Result<Arc<HnswIndex>> {
     let started = Instant::now();
     let (manifest, gen_dir) = parked_generation(v, generation)?;
     let ix = load_graph(&manifest, &gen_dir, s.build_pools.clone())?;
-    match v.view.read().map_err(poisoned)?.as_ref() {
+    match v.view().read().map_err(poisoned)?.as_ref() {
         Some(g) if g.covers as u64 == manifest.slot_count => g.adopt(&ix),
         _ => {
             return Err(crate::error::Error::Internal(
@@ -249,7 +249,7 @@ fn unpark(s: &Shared, v: &Version, generation: u64) -> Result<Arc<HnswIndex>> {
         }
     }
     s.stats.graphs_reloaded.fetch_add(1, Ordering::Relaxed);
-    tracing::info!(collection = %v.collection, version = %v.record.name, generation,
+    tracing::info!(collection = %v.collection(), version = %v.record().name, generation,
         elapsed_ms = started.elapsed().as_millis() as u64, "parked graph reloaded for inserts");
     Ok(Arc::new(ix))
 }
@@ -257,24 +257,24 @@ fn unpark(s: &Shared, v: &Version, generation: u64) -> Result<Arc<HnswIndex>> {
 /// Re-exports the graph into the version's searchable view, covering every
 /// slot below the current watermark.
 pub(crate) fn refresh_view(v: &Version, ann: &HnswIndex, mode: Refine) -> Result<()> {
-    let covers = v.indexed_upto.load(Ordering::SeqCst);
+    let covers = v.indexed_upto().load(Ordering::SeqCst);
     let started = Instant::now();
-    let prev = v.view.read().map_err(poisoned)?.clone();
+    let prev = v.view().read().map_err(poisoned)?.clone();
     // All of the export runs on the graph's pool (its serial parts too, so they yield with
     // the rest when the graph is in the background); the swap below is the indexer thread's.
     let view = ann.pool().install(|| {
         crate::graph_view::GraphView::export(
             ann,
             covers,
-            v.record.m as usize,
-            v.record.ef_construction as usize,
+            v.record().m as usize,
+            v.record().ef_construction as usize,
             mode,
             prev.as_deref(),
         )
     })?;
     let (links, refined) = (view.link_stats, view.refined);
-    *v.view.write().map_err(poisoned)? = Some(Arc::new(view));
-    tracing::debug!(version = %v.record.name, covers, refined, orphans_linked = links.orphans,
+    *v.view().write().map_err(poisoned)? = Some(Arc::new(view));
+    tracing::debug!(version = %v.record().name, covers, refined, orphans_linked = links.orphans,
         over_budget = links.over_budget, elapsed_ms = started.elapsed().as_millis() as u64, "graph view refreshed");
     Ok(())
 }
@@ -287,30 +287,30 @@ fn resident_graph(
     st: &mut IndexState,
     capacity: usize,
 ) -> Result<Option<Arc<HnswIndex>>> {
-    if let Some(a) = v.ann.read().map_err(poisoned)?.as_ref() {
+    if let Some(a) = v.ann().read().map_err(poisoned)?.as_ref() {
         return Ok(Some(a.clone()));
     }
-    let parked = v.parked.load(Ordering::SeqCst);
+    let parked = v.parked().load(Ordering::SeqCst);
     if parked != 0 {
-        v.parked.store(0, Ordering::SeqCst);
+        v.parked().store(0, Ordering::SeqCst);
         return match unpark(s, v, parked) {
             Ok(a) => {
-                *v.ann.write().map_err(poisoned)? = Some(a.clone());
+                *v.ann().write().map_err(poisoned)? = Some(a.clone());
                 st.mapped_generation = Some(parked);
                 Ok(Some(a))
             }
             Err(e) => {
-                tracing::warn!(collection = %v.collection, version = %v.record.name, generation = parked,
+                tracing::warn!(collection = %v.collection(), version = %v.record().name, generation = parked,
                     error = %e, "parked graph failed to load; rebuilding from RocksDB");
                 s.stats.rebuilds_corrupt.fetch_add(1, Ordering::Relaxed);
                 Ok(None)
             }
         };
     }
-    let mut ann = v.ann.write().map_err(poisoned)?;
+    let mut ann = v.ann().write().map_err(poisoned)?;
     let a = Arc::new(HnswIndex::new(
-        v.record.m as usize,
-        v.record.ef_construction as usize,
+        v.record().m as usize,
+        v.record().ef_construction as usize,
         capacity,
         s.build_pools.clone(),
     ));
@@ -326,7 +326,7 @@ pub(crate) const BACKGROUND_PATIENCE: Duration = Duration::from_secs(5);
 /// scan inline. Past that, searches pay for every slot the graph lacks, so the work that closes
 /// the gap runs at normal priority.
 fn view_serves(v: &Version, len: usize) -> Result<bool> {
-    Ok(v.view
+    Ok(v.view()
         .read()
         .map_err(poisoned)?
         .as_ref()
@@ -349,10 +349,10 @@ fn rebuild_may_yield(s: &Shared, v: &Version, len: usize, dead: usize) -> Result
 
 fn needs_rebuild(s: &Shared, v: &Version) -> Result<bool> {
     // A parked graph holds exactly the nodes its view does.
-    let in_graph = match v.ann.read().map_err(poisoned)?.as_ref() {
+    let in_graph = match v.ann().read().map_err(poisoned)?.as_ref() {
         Some(ann) => ann.len(),
-        None if v.parked.load(Ordering::SeqCst) != 0 => v
-            .view
+        None if v.parked().load(Ordering::SeqCst) != 0 => v
+            .view()
             .read()
             .map_err(poisoned)?
             .as_ref()
@@ -362,9 +362,9 @@ fn needs_rebuild(s: &Shared, v: &Version) -> Result<bool> {
     if in_graph < 1000 {
         return Ok(false);
     }
-    let upto = v.indexed_upto.load(Ordering::SeqCst);
-    let store = v.store.read().map_err(poisoned)?;
-    let live_in_graph = store.live[..upto.min(store.len())]
+    let upto = v.indexed_upto().load(Ordering::SeqCst);
+    let store = v.store().read().map_err(poisoned)?;
+    let live_in_graph = store.live()[..upto.min(store.len())]
         .iter()
         .filter(|&&l| l)
         .count();
@@ -390,10 +390,10 @@ pub(crate) fn rebuild_with(
     serial: bool,
 ) -> Result<()> {
     let started = Instant::now();
-    let end = v.store.read().map_err(poisoned)?.len();
+    let end = v.store().read().map_err(poisoned)?.len();
     let fresh = Arc::new(HnswIndex::new(
-        v.record.m as usize,
-        v.record.ef_construction as usize,
+        v.record().m as usize,
+        v.record().ef_construction as usize,
         end,
         s.build_pools.clone(),
     ));
@@ -401,20 +401,20 @@ pub(crate) fn rebuild_with(
     let mut kept: Vec<usize> = Vec::new();
     let mut from = 0;
     while from < end {
-        if v.dropped.load(Ordering::SeqCst) || s.shutdown.load(Ordering::SeqCst) {
+        if v.dropped().load(Ordering::SeqCst) || s.shutdown.load(Ordering::SeqCst) {
             return Ok(());
         }
         let to = (from + s.config.index_chunk).min(end);
         let (points, len, dead): (Vec<(usize, Vec<f32>)>, usize, usize) = {
-            let store = v.store.read().map_err(poisoned)?;
+            let store = v.store().read().map_err(poisoned)?;
             let points = (from..to)
-                .filter(|&slot| store.live[slot])
+                .filter(|&slot| store.is_live(slot))
                 .map(|slot| {
                     kept.push(slot);
                     (kept.len() - 1, store.vector(slot).to_vec())
                 })
                 .collect();
-            (points, store.len(), store.len() - store.live_count)
+            (points, store.len(), store.len() - store.live_count())
         };
         // The old view serves meanwhile: the rebuild yields to searches while what that view
         // misses stays small (a repair the caller waits for does not).
@@ -431,8 +431,8 @@ pub(crate) fn rebuild_with(
     let view = crate::graph_view::GraphView::export(
         &fresh,
         covers,
-        v.record.m as usize,
-        v.record.ef_construction as usize,
+        v.record().m as usize,
+        v.record().ef_construction as usize,
         Refine::Polish,
         None,
     )?;
@@ -442,14 +442,14 @@ pub(crate) fn rebuild_with(
     // change together, and searches read all three under the read lock.
     let (mut compacted, copied) = {
         let per_hold = crate::store::slots_per_hold(v.dim());
-        let mut out = v.store.read().map_err(poisoned)?.empty_copy(kept.len());
+        let mut out = v.store().read().map_err(poisoned)?.empty_copy(kept.len());
         for olds in kept.chunks(per_hold) {
-            let store = v.store.read().map_err(poisoned)?;
+            let store = v.store().read().map_err(poisoned)?;
             store.copy_slots(&mut out, olds.iter().copied());
         }
         let mut next = end;
         loop {
-            let store = v.store.read().map_err(poisoned)?;
+            let store = v.store().read().map_err(poisoned)?;
             let stop = store.len().min(next + per_hold);
             store.copy_slots(&mut out, next..stop);
             next = stop;
@@ -459,17 +459,17 @@ pub(crate) fn rebuild_with(
         }
     };
     {
-        let mut store = v.store.write().map_err(poisoned)?;
+        let mut store = v.store().write().map_err(poisoned)?;
         store.catch_up(&mut compacted, &kept, end, copied);
         *store = compacted;
-        *v.view.write().map_err(poisoned)? = Some(Arc::new(view));
-        *v.ann.write().map_err(poisoned)? = Some(fresh);
-        v.parked.store(0, Ordering::SeqCst);
-        v.indexed_upto.store(covers, Ordering::SeqCst);
+        *v.view().write().map_err(poisoned)? = Some(Arc::new(view));
+        *v.ann().write().map_err(poisoned)? = Some(fresh);
+        v.parked().store(0, Ordering::SeqCst);
+        v.indexed_upto().store(covers, Ordering::SeqCst);
     }
     st.mapped_generation = None;
     st.unpersisted = covers.max(1);
-    tracing::info!(collection = %v.collection, version = %v.record.name, slots_before = end,
+    tracing::info!(collection = %v.collection(), version = %v.record().name, slots_before = end,
         slots = covers, elapsed_ms = started.elapsed().as_millis() as u64, "index rebuilt");
     persist(s, v, st)?;
     Ok(())
@@ -478,30 +478,30 @@ pub(crate) fn rebuild_with(
 /// Commits the current graph as a new generation. Returns false when there is
 /// nothing to commit (no graph, or an empty one: hnsw_rs cannot reload those).
 pub(crate) fn persist(s: &Shared, v: &Version, st: &mut IndexState) -> Result<bool> {
-    if v.dropped.load(Ordering::SeqCst) {
+    if v.dropped().load(Ordering::SeqCst) {
         return Ok(false);
     }
-    let Some(ann) = v.ann.read().map_err(poisoned)?.clone() else {
+    let Some(ann) = v.ann().read().map_err(poisoned)?.clone() else {
         return Ok(false);
     };
     if ann.is_empty() {
         return Ok(false);
     }
     let started = Instant::now();
-    let upto = v.indexed_upto.load(Ordering::SeqCst);
+    let upto = v.indexed_upto().load(Ordering::SeqCst);
     let (slots, applied_seq) = {
-        let store = v.store.read().map_err(poisoned)?;
+        let store = v.store().read().map_err(poisoned)?;
         let slots: Vec<SlotEntry> = (0..upto)
             .map(|i| SlotEntry {
-                id: store.ids[i],
-                seq: store.seqs[i],
+                id: store.id(i),
+                seq: store.seq(i),
             })
             .collect();
-        (slots, store.applied_seq)
+        (slots, store.applied_seq())
     };
     // The generation carries the searchable layer 0 too, so a reload need not select it again.
     let current = |v: &Version| -> Result<Option<Arc<crate::graph_view::GraphView>>> {
-        Ok(v.view
+        Ok(v.view()
             .read()
             .map_err(poisoned)?
             .clone()
@@ -517,7 +517,7 @@ pub(crate) fn persist(s: &Shared, v: &Version, st: &mut IndexState) -> Result<bo
         }
     };
     let generation = st.generation + 1;
-    let dir = v.dir.create_gen_dir(generation)?;
+    let dir = v.dir().create_gen_dir(generation)?;
     let basename = ann.dump(&dir)?;
     crate::generation::write_file(
         &dir.join(crate::generation::LINKS_FILE),
@@ -531,22 +531,22 @@ pub(crate) fn persist(s: &Shared, v: &Version, st: &mut IndexState) -> Result<bo
         applied_seq,
         slot_count: upto as u64,
         graph_points: ann.len() as u64,
-        dim: v.record.dim,
+        dim: v.record().dim,
         metric: v.metric().name().into(),
-        m: v.record.m,
-        ef_construction: v.record.ef_construction,
+        m: v.record().m,
+        ef_construction: v.record().ef_construction,
         hnsw_rs_version: "0.3.5".into(),
     };
-    v.dir.commit(&dir, &slots, manifest)?;
+    v.dir().commit(&dir, &slots, manifest)?;
     st.generation = generation;
     st.unpersisted = 0;
     let mut keep = vec![generation];
     keep.extend(st.mapped_generation);
-    v.dir.remove_other_generations(&keep);
+    v.dir().remove_other_generations(&keep);
     s.stats
         .generations_committed
         .fetch_add(1, Ordering::Relaxed);
-    tracing::info!(collection = %v.collection, version = %v.record.name, generation, slots = upto,
+    tracing::info!(collection = %v.collection(), version = %v.record().name, generation, slots = upto,
         elapsed_ms = started.elapsed().as_millis() as u64, "index generation committed");
     Ok(true)
 }

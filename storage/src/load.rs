@@ -52,7 +52,7 @@ impl Shared {
             Store::new(rec.dim as usize),
             stored_seq,
         );
-        let dir = &version.dir;
+        let dir = &version.dir();
 
         let mut graph = None;
         if rec.metric.uses_graph() {
@@ -102,23 +102,23 @@ impl Shared {
             }
             Ok(())
         })?;
-        store.applied_seq = stored_seq;
-        let live = store.live_count;
-        *version.store.write().map_err(poisoned)? = store;
+        store.set_applied_seq(stored_seq);
+        let live = store.live_count();
+        *version.store().write().map_err(poisoned)? = store;
         // A generation serves once its view is installed; if that fails, it is not trusted and
         // the indexer rebuilds from the store.
         let graph = match graph {
             Some((manifest, _, gen_dir)) => {
                 version
-                    .indexed_upto
+                    .indexed_upto()
                     .store(manifest.slot_count as usize, Ordering::SeqCst);
                 match load_view(&version, &manifest, &gen_dir, &self.build_pools) {
                     Ok(ix) => Some((manifest, ix)),
                     Err(e) => {
                         tracing::warn!(version_id = rec.id, error = %e, "index graph failed to export; rebuilding from RocksDB");
                         self.stats.rebuilds_corrupt.fetch_add(1, Ordering::Relaxed);
-                        version.indexed_upto.store(0, Ordering::SeqCst);
-                        *version.view.write().map_err(poisoned)? = None;
+                        version.indexed_upto().store(0, Ordering::SeqCst);
+                        *version.view().write().map_err(poisoned)? = None;
                         None
                     }
                 }
@@ -126,15 +126,17 @@ impl Shared {
             None => None,
         };
         if let Some((manifest, ix)) = graph {
-            let mut st = version.index.lock().map_err(poisoned)?;
+            let mut st = version.index().lock().map_err(poisoned)?;
             st.generation = manifest.generation;
             match ix {
                 // Loaded only because the generation's view had to be selected again.
                 Some(ix) => {
-                    *version.ann.write().map_err(poisoned)? = Some(ix);
+                    *version.ann().write().map_err(poisoned)? = Some(ix);
                     st.mapped_generation = Some(manifest.generation);
                 }
-                None => version.parked.store(manifest.generation, Ordering::SeqCst),
+                None => version
+                    .parked()
+                    .store(manifest.generation, Ordering::SeqCst),
             }
             dir.remove_other_generations(&[manifest.generation]);
             self.stats.loads.fetch_add(1, Ordering::Relaxed);
@@ -142,7 +144,7 @@ impl Shared {
                 elapsed_ms = started.elapsed().as_millis() as u64, "loaded version with its index");
         } else {
             // Whatever generation exists is not trusted; the indexer writes a new one.
-            let mut st = version.index.lock().map_err(poisoned)?;
+            let mut st = version.index().lock().map_err(poisoned)?;
             st.generation = dir
                 .open_verified()
                 .ok()
@@ -199,14 +201,14 @@ fn load_view(
                 if view.nodes() as u64 == manifest.graph_points
                     && view.unreachable().is_empty() =>
             {
-                *version.view.write().map_err(poisoned)? = Some(Arc::new(view));
+                *version.view().write().map_err(poisoned)? = Some(Arc::new(view));
                 return Ok(None);
             }
             Ok(_) => tracing::warn!(
-                version_id = version.record.id,
+                version_id = version.record().id,
                 "recorded graph view disagrees with its generation; selecting it again"
             ),
-            Err(e) => tracing::warn!(version_id = version.record.id, error = %e,
+            Err(e) => tracing::warn!(version_id = version.record().id, error = %e,
                 "recorded graph view unusable; selecting it again"),
         }
     }

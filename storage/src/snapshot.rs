@@ -53,8 +53,8 @@ impl Snapshot {
                 return Ok(s);
             }
         }
-        let store = v.store.read().map_err(poisoned)?;
-        let mut rows = Self::live_rows(&store, &store.live, 0..store.len());
+        let store = v.store().read().map_err(poisoned)?;
+        let mut rows = Self::live_rows(&store, store.live(), 0..store.len());
         rows.sort_unstable();
         let mut snap = Self::empty(v, &store, rows.len());
         snap.fill(&store, &rows);
@@ -63,17 +63,17 @@ impl Snapshot {
 
     fn take_in_holds(v: &Version) -> Result<Option<Snapshot>> {
         let (layout, live, mut snap) = {
-            let store = v.store.read().map_err(poisoned)?;
+            let store = v.store().read().map_err(poisoned)?;
             (
-                store.layout,
-                store.live.clone(),
-                Self::empty(v, &store, store.live_count),
+                store.layout(),
+                store.live().to_vec(),
+                Self::empty(v, &store, store.live_count()),
             )
         };
         let mut rows = Vec::with_capacity(snap.ids.capacity());
         for from in (0..live.len()).step_by(ID_SLOTS_PER_HOLD) {
-            let store = v.store.read().map_err(poisoned)?;
-            if store.layout != layout {
+            let store = v.store().read().map_err(poisoned)?;
+            if store.layout() != layout {
                 return Ok(None);
             }
             rows.extend(Self::live_rows(
@@ -85,8 +85,8 @@ impl Snapshot {
         rows.sort_unstable();
         let per_hold = crate::store::slots_per_hold(snap.dim);
         for part in rows.chunks(per_hold) {
-            let store = v.store.read().map_err(poisoned)?;
-            if store.layout != layout {
+            let store = v.store().read().map_err(poisoned)?;
+            if store.layout() != layout {
                 return Ok(None);
             }
             snap.fill(&store, part);
@@ -98,20 +98,20 @@ impl Snapshot {
     fn live_rows(store: &Store, live: &[bool], range: std::ops::Range<usize>) -> Vec<(u64, usize)> {
         range
             .filter(|&s| live[s])
-            .map(|s| (store.ids[s], s))
+            .map(|s| (store.id(s), s))
             .collect()
     }
 
     /// A snapshot header: sequence, label names, metric; points to come from `fill`.
     fn empty(v: &Version, store: &Store, n: usize) -> Snapshot {
         Snapshot {
-            seq: store.applied_seq,
+            seq: store.applied_seq(),
             ids: Vec::with_capacity(n),
             labels: Vec::with_capacity(n),
             timestamps: Vec::with_capacity(n),
-            label_names: store.label_names.clone(),
-            vectors: Vec::with_capacity(n * store.dim),
-            dim: store.dim,
+            label_names: store.label_names().to_vec(),
+            vectors: Vec::with_capacity(n * store.dim()),
+            dim: store.dim(),
             space: match v.metric() {
                 Metric::L2 => Space::L2,
                 Metric::Cosine => Space::Cosine,
@@ -124,8 +124,8 @@ impl Snapshot {
     fn fill(&mut self, store: &Store, rows: &[(u64, usize)]) {
         for &(_, s) in rows {
             self.vectors.extend_from_slice(store.vector(s));
-            self.labels.push(store.labels[s]);
-            self.timestamps.push(store.timestamps[s]);
+            self.labels.push(store.label_at(s));
+            self.timestamps.push(store.timestamp(s));
         }
     }
 

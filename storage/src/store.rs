@@ -15,34 +15,34 @@ pub type LabelId = u32;
 
 #[derive(Debug, Default)]
 pub struct Store {
-    pub dim: usize,
+    dim: usize,
     /// Slot-major vectors, prepared for the metric (unit length for cosine).
-    pub vectors: Vec<f32>,
+    vectors: Vec<f32>,
     /// Squared norm of each slot's vector (for the blocked exact path).
-    pub norms: Vec<f32>,
+    norms: Vec<f32>,
     /// Slot-major int8 codes of the vectors and their summaries: the exact
     /// scan's first pass (`distance::quant`).
-    pub codes: Vec<i8>,
-    pub code_meta: Vec<CodeMeta>,
-    pub ids: Vec<u64>,
-    pub seqs: Vec<u64>,
-    pub labels: Vec<LabelId>,
-    pub timestamps: Vec<i64>,
-    pub metadata: Vec<Option<Arc<BTreeMap<String, String>>>>,
-    pub live: Vec<bool>,
-    pub id_to_slot: HashMap<u64, usize>,
-    pub label_names: Vec<String>,
+    codes: Vec<i8>,
+    code_meta: Vec<CodeMeta>,
+    ids: Vec<u64>,
+    seqs: Vec<u64>,
+    labels: Vec<LabelId>,
+    timestamps: Vec<i64>,
+    metadata: Vec<Option<Arc<BTreeMap<String, String>>>>,
+    live: Vec<bool>,
+    id_to_slot: HashMap<u64, usize>,
+    label_names: Vec<String>,
     label_ids: HashMap<String, LabelId>,
-    pub live_count: usize,
+    live_count: usize,
     /// Live slots in each block of `LIVE_BLOCK` slots, so `live_below` costs
     /// len / LIVE_BLOCK additions, not a pass over every slot.
     live_blocks: Vec<u32>,
     /// Highest op sequence applied to this mirror.
-    pub applied_seq: u64,
+    applied_seq: u64,
     /// Process-unique identity of this slot layout. A slot's contents never change while the
     /// layout stays; a rebuild's compaction or a repair's reload installs a new store, and
     /// with it a new layout. Readers that copy in several short lock holds check it.
-    pub layout: u64,
+    layout: u64,
 }
 
 fn next_layout() -> u64 {
@@ -74,6 +74,84 @@ impl Store {
 
     pub fn len(&self) -> usize {
         self.ids.len()
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Slot-major vectors, prepared for the metric.
+    pub fn vectors(&self) -> &[f32] {
+        &self.vectors
+    }
+
+    /// Squared norm of each slot's vector.
+    pub fn norms(&self) -> &[f32] {
+        &self.norms
+    }
+
+    pub fn code_meta(&self, slot: usize) -> &CodeMeta {
+        &self.code_meta[slot]
+    }
+
+    pub fn id(&self, slot: usize) -> u64 {
+        self.ids[slot]
+    }
+
+    /// The op sequence that wrote the slot.
+    pub fn seq(&self, slot: usize) -> u64 {
+        self.seqs[slot]
+    }
+
+    /// The slot's label number (0 = unlabelled; see `label_names`).
+    pub fn label_at(&self, slot: usize) -> LabelId {
+        self.labels[slot]
+    }
+
+    /// Label names by number, in the order the store first saw them; 0 is "unlabelled".
+    pub fn label_names(&self) -> &[String] {
+        &self.label_names
+    }
+
+    pub fn timestamp(&self, slot: usize) -> i64 {
+        self.timestamps[slot]
+    }
+
+    pub fn metadata_at(&self, slot: usize) -> Option<&Arc<BTreeMap<String, String>>> {
+        self.metadata[slot].as_ref()
+    }
+
+    pub fn is_live(&self, slot: usize) -> bool {
+        self.live[slot]
+    }
+
+    /// Liveness of every slot.
+    pub fn live(&self) -> &[bool] {
+        &self.live
+    }
+
+    pub fn live_count(&self) -> usize {
+        self.live_count
+    }
+
+    /// The slot of `id`'s current point (none once deleted).
+    pub fn slot_of(&self, id: u64) -> Option<usize> {
+        self.id_to_slot.get(&id).copied()
+    }
+
+    /// Highest op sequence applied to this mirror.
+    pub fn applied_seq(&self) -> u64 {
+        self.applied_seq
+    }
+
+    /// Records the op sequence a batch applied (or a reload read back).
+    pub fn set_applied_seq(&mut self, seq: u64) {
+        self.applied_seq = seq;
+    }
+
+    /// See the field: equal layouts, equal slot contents.
+    pub fn layout(&self) -> u64 {
+        self.layout
     }
 
     /// Whether any slot is dead (deleted or overwritten).
@@ -316,6 +394,64 @@ impl<'a> PointRef<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_compacted_copy_caught_up_equals_a_copy_taken_after_the_writes() {
+        let empty = std::collections::BTreeMap::new();
+        let mut seq = 0;
+        let mut put = |st: &mut Store, id: u64, x: f32, label: &str| {
+            seq += 1;
+            let v = [x, -x, 0.5];
+            st.append(
+                Metric::L2,
+                PointRef {
+                    id,
+                    seq,
+                    vector: &v,
+                    label,
+                    metadata: &empty,
+                    timestamp_ms: seq as i64,
+                },
+            );
+        };
+        let mut st = Store::new(3);
+        for id in 0..40 {
+            put(&mut st, id, id as f32, "a");
+        }
+        for id in (0..40).step_by(4) {
+            put(&mut st, id, 100.0 + id as f32, "b"); // overwrites: old slots die
+        }
+        assert!(st.delete(1, 1000));
+        let end = st.len();
+        let kept: Vec<usize> = (0..end).filter(|&s| st.live[s]).collect();
+        put(&mut st, 50, 5.0, "c"); // appended before the copy
+        let copied = st.len();
+        let mut copy = st.compacted(&kept, end);
+
+        // Writes between the copy and the swap.
+        assert!(st.delete(2, 1001)); // a kept slot dies
+        put(&mut st, 3, -3.0, "d"); // a kept id is overwritten by a new slot
+        assert!(st.delete(50, 1002)); // a copied tail slot dies
+        put(&mut st, 60, 6.0, "new label");
+        st.catch_up(&mut copy, &kept, end, copied);
+
+        let fresh = st.compacted(&kept, end);
+        assert_eq!(copy.ids, fresh.ids);
+        assert_eq!(copy.live, fresh.live);
+        assert_eq!(copy.vectors, fresh.vectors);
+        assert_eq!(copy.codes, fresh.codes);
+        assert_eq!(copy.labels, fresh.labels);
+        assert_eq!(copy.label_names, fresh.label_names);
+        assert_eq!(copy.id_to_slot, fresh.id_to_slot);
+        assert_eq!(copy.live_count, fresh.live_count);
+        assert_eq!(copy.live_count, st.live_count);
+        assert_eq!(copy.applied_seq, st.applied_seq);
+        // Every live id maps to a slot holding it, and nothing dead is mapped.
+        for (id, &s) in &copy.id_to_slot {
+            assert!(copy.live[s] && copy.ids[s] == *id);
+        }
+        assert!(copy.len() < st.len());
+    }
 
     #[test]
     fn live_below_counts_like_a_pass_over_the_slots() {

@@ -189,7 +189,7 @@ fn overwrites_do_not_grow_the_slot_space_without_bound() -> R {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
             let v = e.resolve("c", "v")?;
-            let slots = v.store.read().map_err(|_| "poisoned")?.len();
+            let slots = v.store().read().map_err(|_| "poisoned")?.len();
             if slots as f64 <= 1.25 * n as f64 {
                 break;
             }
@@ -213,7 +213,7 @@ fn overwrites_do_not_grow_the_slot_space_without_bound() -> R {
     assert!(e.wait_indexed("c", "v", Duration::from_secs(60))?);
     assert_eq!(e.describe_version("c", "v")?.point_count, n);
     let v = e.resolve("c", "v")?;
-    assert!(v.store.read().map_err(|_| "poisoned")?.len() as f64 <= 1.25 * n as f64);
+    assert!(v.store().read().map_err(|_| "poisoned")?.len() as f64 <= 1.25 * n as f64);
     check_last_round(&e, &round(5))?;
     let got = e.get("c", "v", &[0, 7, 1499], true)?;
     let want = round(5);
@@ -317,65 +317,6 @@ fn searches_during_compacting_rebuilds_stay_consistent() -> R {
     assert!(rebuilt(), "no compacting rebuild under the readers");
     assert!(e.wait_indexed("c", "v", Duration::from_secs(60))?);
     Ok(())
-}
-
-#[test]
-fn a_compacted_copy_caught_up_equals_a_copy_taken_after_the_writes() {
-    use crate::store::{PointRef, Store};
-    let empty = std::collections::BTreeMap::new();
-    let mut seq = 0;
-    let mut put = |st: &mut Store, id: u64, x: f32, label: &str| {
-        seq += 1;
-        let v = [x, -x, 0.5];
-        st.append(
-            Metric::L2,
-            PointRef {
-                id,
-                seq,
-                vector: &v,
-                label,
-                metadata: &empty,
-                timestamp_ms: seq as i64,
-            },
-        );
-    };
-    let mut st = Store::new(3);
-    for id in 0..40 {
-        put(&mut st, id, id as f32, "a");
-    }
-    for id in (0..40).step_by(4) {
-        put(&mut st, id, 100.0 + id as f32, "b"); // overwrites: old slots die
-    }
-    assert!(st.delete(1, 1000));
-    let end = st.len();
-    let kept: Vec<usize> = (0..end).filter(|&s| st.live[s]).collect();
-    put(&mut st, 50, 5.0, "c"); // appended before the copy
-    let copied = st.len();
-    let mut copy = st.compacted(&kept, end);
-
-    // Writes between the copy and the swap.
-    assert!(st.delete(2, 1001)); // a kept slot dies
-    put(&mut st, 3, -3.0, "d"); // a kept id is overwritten by a new slot
-    assert!(st.delete(50, 1002)); // a copied tail slot dies
-    put(&mut st, 60, 6.0, "new label");
-    st.catch_up(&mut copy, &kept, end, copied);
-
-    let fresh = st.compacted(&kept, end);
-    assert_eq!(copy.ids, fresh.ids);
-    assert_eq!(copy.live, fresh.live);
-    assert_eq!(copy.vectors, fresh.vectors);
-    assert_eq!(copy.codes, fresh.codes);
-    assert_eq!(copy.labels, fresh.labels);
-    assert_eq!(copy.label_names, fresh.label_names);
-    assert_eq!(copy.id_to_slot, fresh.id_to_slot);
-    assert_eq!(copy.live_count, fresh.live_count);
-    assert_eq!(copy.live_count, st.live_count);
-    assert_eq!(copy.applied_seq, st.applied_seq);
-    // Every live id maps to a slot holding it, and nothing dead is mapped.
-    for (id, &s) in &copy.id_to_slot {
-        assert!(copy.live[s] && copy.ids[s] == *id);
-    }
-    assert!(copy.len() < st.len());
 }
 
 /// Monitors re-walk the graph after writes, but re-read the generation files only on their
@@ -605,10 +546,10 @@ fn idle_graph_is_parked_and_reloaded_for_inserts() -> R {
     let e = Engine::open(config())?;
     assert_eq!(e.stats().loads.load(Relaxed), 1);
     // Served from the recorded view: hnsw_rs's graph was not loaded.
-    assert_ne!(e.resolve("c", "v")?.parked.load(Relaxed), 0);
+    assert_ne!(e.resolve("c", "v")?.parked().load(Relaxed), 0);
     assert!(
         e.resolve("c", "v")?
-            .ann
+            .ann()
             .read()
             .map_err(|e| e.to_string())?
             .is_none()

@@ -59,30 +59,108 @@ pub(crate) struct IndexState {
 }
 
 pub struct Version {
-    pub record: VersionRecord,
-    pub collection: String,
+    record: VersionRecord,
+    collection: String,
     /// Serialises writers so that op-sequence order equals commit order.
     /// A std Mutex: held across the synced RocksDB write on a blocking thread, never across `.await`.
-    pub(crate) writer: Mutex<()>,
+    writer: Mutex<()>,
     /// Last op sequence written durably (mirrors `seq/<id>` in RocksDB).
-    pub(crate) last_seq: AtomicU64,
+    last_seq: AtomicU64,
     /// Read-mostly: searches share it; writers hold it only to apply a committed batch.
-    pub(crate) store: StoreLock,
-    pub(crate) ann: RwLock<Option<Arc<HnswIndex>>>,
+    store: StoreLock,
+    ann: RwLock<Option<Arc<HnswIndex>>>,
     /// Our searchable copy of `ann` (see `graph_view.rs`); covers a prefix of the slots.
-    pub(crate) view: RwLock<Option<Arc<crate::graph_view::GraphView>>>,
+    view: RwLock<Option<Arc<crate::graph_view::GraphView>>>,
     /// Slots below this are in `ann` (unless they were dead when the indexer reached them).
-    pub(crate) indexed_upto: AtomicUsize,
+    indexed_upto: AtomicUsize,
     /// When not 0: `ann` is not resident; this committed generation holds the graph the view
     /// was read from, and the next insert loads it back. Changed under the `index` lock.
-    pub(crate) parked: AtomicU64,
+    parked: AtomicU64,
     /// Held by the indexer for one step (insert chunk, persist, rebuild), and by drop.
-    pub(crate) index: Mutex<IndexState>,
-    pub(crate) dropped: AtomicBool,
-    pub(crate) dir: IndexDir,
+    index: Mutex<IndexState>,
+    dropped: AtomicBool,
+    dir: IndexDir,
     /// The last graph-level consistency result and the state it saw (op sequence,
     /// watermark, graph identity): monitors re-walk the graph only after a change.
-    pub(crate) graph_check: Mutex<Option<crate::consistency::MonitorCheck>>,
+    graph_check: Mutex<Option<crate::consistency::MonitorCheck>>,
+}
+
+/// Construction and the crate's access to a version's state. The fields stay private to this
+/// module: the catalog builds a version only through `new`, and the indexer, write path and
+/// consistency check reach its locks and counters through these accessors.
+impl Version {
+    pub(crate) fn new(
+        dir: IndexDir,
+        record: VersionRecord,
+        collection: &str,
+        store: Store,
+        last_seq: u64,
+    ) -> Version {
+        Version {
+            dir,
+            record,
+            collection: collection.into(),
+            writer: Mutex::new(()),
+            last_seq: AtomicU64::new(last_seq),
+            store: StoreLock::new(store),
+            ann: RwLock::new(None),
+            view: RwLock::new(None),
+            indexed_upto: AtomicUsize::new(0),
+            parked: AtomicU64::new(0),
+            index: Mutex::new(IndexState::default()),
+            dropped: AtomicBool::new(false),
+            graph_check: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn record(&self) -> &VersionRecord {
+        &self.record
+    }
+
+    /// Serialises writers (see the field).
+    pub(crate) fn writer(&self) -> &Mutex<()> {
+        &self.writer
+    }
+
+    pub(crate) fn last_seq(&self) -> &AtomicU64 {
+        &self.last_seq
+    }
+
+    pub(crate) fn store(&self) -> &StoreLock {
+        &self.store
+    }
+
+    pub(crate) fn ann(&self) -> &RwLock<Option<Arc<HnswIndex>>> {
+        &self.ann
+    }
+
+    pub(crate) fn view(&self) -> &RwLock<Option<Arc<crate::graph_view::GraphView>>> {
+        &self.view
+    }
+
+    pub(crate) fn indexed_upto(&self) -> &AtomicUsize {
+        &self.indexed_upto
+    }
+
+    pub(crate) fn parked(&self) -> &AtomicU64 {
+        &self.parked
+    }
+
+    pub(crate) fn index(&self) -> &Mutex<IndexState> {
+        &self.index
+    }
+
+    pub(crate) fn dropped(&self) -> &AtomicBool {
+        &self.dropped
+    }
+
+    pub(crate) fn dir(&self) -> &IndexDir {
+        &self.dir
+    }
+
+    pub(crate) fn graph_check(&self) -> &Mutex<Option<crate::consistency::MonitorCheck>> {
+        &self.graph_check
+    }
 }
 
 /// Score-ordered candidate: (score, id, slot); total order so NaN can never panic.
@@ -158,14 +236,14 @@ impl<'a> CompiledFilter<'a> {
     #[inline]
     fn matches(&self, store: &Store, slot: usize) -> bool {
         if let Some(ls) = &self.labels
-            && !ls.contains(&store.labels[slot])
+            && !ls.contains(&store.label_at(slot))
         {
             return false;
         }
         if self.metadata.is_empty() {
             return true;
         }
-        match &store.metadata[slot] {
+        match store.metadata_at(slot) {
             Some(m) => self.metadata.iter().all(|(k, v)| m.get(k) == Some(v)),
             None => false,
         }
@@ -220,7 +298,7 @@ impl Version {
     pub fn read_state(&self) -> Result<ReadState> {
         let (seq, layout) = {
             let store = self.store.read().map_err(poisoned)?;
-            (store.applied_seq, store.layout)
+            (store.applied_seq(), store.layout())
         };
         let view = self
             .view
@@ -313,7 +391,8 @@ impl Version {
         let cands = match (&view, &ann) {
             (None, None) => scan(&store, metric, &q, 0..n, p.k, filter),
             _ => {
-                let pass = |s: usize| store.live[s] && filter.is_none_or(|f| f.matches(&store, s));
+                let pass =
+                    |s: usize| store.is_live(s) && filter.is_none_or(|f| f.matches(&store, s));
                 // How many results must exist; a very selective filter is cheaper as a scan
                 // (hnsw_rs filters after traversal and may walk most of the graph).
                 let (expected, selective) = match filter {
@@ -324,7 +403,7 @@ impl Version {
                             matching <= p.k.saturating_mul(20) || matching * 20 < n,
                         )
                     }
-                    None => (p.k.min(store.live_count), false),
+                    None => (p.k.min(store.live_count()), false),
                 };
                 // With nothing dead and no user filter, every graph point qualifies.
                 let trivial = filter.is_none() && !store.has_dead();
@@ -347,7 +426,7 @@ impl Version {
                         };
                         for (s, _) in found {
                             if s < n {
-                                top.push(Cand(metric.score(&q, store.vector(s)), store.ids[s], s));
+                                top.push(Cand(metric.score(&q, store.vector(s)), store.id(s), s));
                             }
                         }
                         for c in scan(&store, metric, &q, upto.min(n)..n, p.k, filter) {
@@ -403,21 +482,22 @@ impl Version {
                 let a: Vec<f32> = block.iter().flatten().copied().collect();
                 let qnorms: Vec<f32> = block.iter().map(|q| squared_norm(q)).collect();
                 let mut c = Vec::new();
-                let data = emberdb_eval::Data::new(self.dim(), &store.vectors);
-                let nmax = store.norms.iter().copied().fold(0.0f32, f32::max);
-                score_block(data, &store.norms, space, &a, &qnorms, &mut c);
+                let data = emberdb_eval::Data::new(self.dim(), store.vectors());
+                let nmax = store.norms().iter().copied().fold(0.0f32, f32::max);
+                score_block(data, store.norms(), space, &a, &qnorms, &mut c);
                 Ok(block
                     .iter()
                     .enumerate()
                     .map(|(r, q)| {
                         let row = &c[r * n..(r + 1) * n];
                         let pass = |s: usize| {
-                            store.live[s] && compiled.as_ref().is_none_or(|f| f.matches(&store, s))
+                            store.is_live(s)
+                                && compiled.as_ref().is_none_or(|f| f.matches(&store, s))
                         };
                         let slack = coarse_slack(self.dim(), squared_norm(q), nmax);
                         let mut cands: Vec<Cand> = coarse_top(row, k + spare(k), slack, pass)
                             .into_iter()
-                            .map(|(_, s)| Cand(metric.score(q, store.vector(s)), store.ids[s], s))
+                            .map(|(_, s)| Cand(metric.score(q, store.vector(s)), store.id(s), s))
                             .collect();
                         cands.sort();
                         cands.truncate(k);
@@ -436,7 +516,7 @@ impl Version {
     /// Live points and live points present in the graph.
     pub fn counts(&self) -> Result<(u64, u64)> {
         let store = self.store.read().map_err(poisoned)?;
-        let live = store.live_count as u64;
+        let live = store.live_count() as u64;
         if !self.metric().uses_graph() {
             return Ok((live, live));
         }
@@ -480,7 +560,7 @@ fn scan(
     filter: Option<&CompiledFilter<'_>>,
 ) -> Vec<Cand> {
     use rayon::prelude::*;
-    let pass = |s: usize| store.live[s] && filter.is_none_or(|f| f.matches(store, s));
+    let pass = |s: usize| store.is_live(s) && filter.is_none_or(|f| f.matches(store, s));
     if range.len() <= 2 * SCAN_CHUNK {
         return scan_plain(store, metric, q, range, k, &pass).into_sorted();
     }
@@ -511,7 +591,7 @@ fn scan(
     for (_, cands) in &parts {
         for &(lo, s) in cands {
             if lo <= tau {
-                top.push(Cand(metric.score(q, store.vector(s)), store.ids[s], s));
+                top.push(Cand(metric.score(q, store.vector(s)), store.id(s), s));
             }
         }
     }
@@ -537,7 +617,7 @@ fn scan_plain(
     let mut top = TopK::new(k);
     for s in range {
         if pass(s) {
-            top.push(Cand(metric.score(q, store.vector(s)), store.ids[s], s));
+            top.push(Cand(metric.score(q, store.vector(s)), store.id(s), s));
         }
     }
     top
@@ -562,7 +642,7 @@ fn bound_chunk(
             continue;
         }
         let dot = qc.dot(store.code(s));
-        let meta = &store.code_meta[s];
+        let meta = store.code_meta(s);
         if qc.beyond(metric, dot, meta, &cut) {
             continue;
         }
@@ -711,7 +791,8 @@ mod scan_tests {
                     }
                     for k in [1, 10, 100] {
                         for f in [None, Some(&compiled)] {
-                            let pass = |s: usize| st.live[s] && f.is_none_or(|f| f.matches(&st, s));
+                            let pass =
+                                |s: usize| st.is_live(s) && f.is_none_or(|f| f.matches(&st, s));
                             let want =
                                 scan_plain(&st, metric, &q, 0..st.len(), k, &pass).into_sorted();
                             let got = scan(&st, metric, &q, 0..st.len(), k, f);

@@ -35,14 +35,14 @@ impl Engine {
             return Ok(0);
         }
         let s = &self.shared;
-        let _w = v.writer.lock().map_err(poisoned)?;
-        if v.dropped.load(Ordering::SeqCst) {
+        let _w = v.writer().lock().map_err(poisoned)?;
+        if v.dropped().load(Ordering::SeqCst) {
             return Err(Error::NotFound {
                 kind: "version",
                 name: version.into(),
             });
         }
-        let first = v.last_seq.load(Ordering::SeqCst) + 1;
+        let first = v.last_seq().load(Ordering::SeqCst) + 1;
         let points_cf = s.cf(CF_POINTS)?;
         let mut batch = WriteBatch::default();
         for (i, p) in points.iter().enumerate() {
@@ -56,14 +56,14 @@ impl Engine {
             };
             batch.put_cf(
                 points_cf,
-                codec::point_key(v.record.id, p.id),
+                codec::point_key(v.record().id, p.id),
                 codec::encode_point(&rec),
             );
         }
         let last = first + points.len() as u64 - 1;
         commit_ops(s, &v, batch, last)?;
         {
-            let mut store = v.store.write().map_err(poisoned)?;
+            let mut store = v.store().write().map_err(poisoned)?;
             for (i, p) in points.iter().enumerate() {
                 store.append(
                     v.metric(),
@@ -89,27 +89,27 @@ impl Engine {
             return Err(Error::invalid("ids", "at most 100000 ids per request"));
         }
         let s = &self.shared;
-        let _w = v.writer.lock().map_err(poisoned)?;
+        let _w = v.writer().lock().map_err(poisoned)?;
         let present: Vec<u64> = {
-            let store = v.store.read().map_err(poisoned)?;
+            let store = v.store().read().map_err(poisoned)?;
             let mut seen = std::collections::HashSet::new();
             ids.iter()
                 .copied()
-                .filter(|id| store.id_to_slot.contains_key(id) && seen.insert(*id))
+                .filter(|id| store.slot_of(*id).is_some() && seen.insert(*id))
                 .collect()
         };
         if present.is_empty() {
             return Ok(0);
         }
-        let first = v.last_seq.load(Ordering::SeqCst) + 1;
+        let first = v.last_seq().load(Ordering::SeqCst) + 1;
         let mut batch = WriteBatch::default();
         let points_cf = s.cf(CF_POINTS)?;
         for id in &present {
-            batch.delete_cf(points_cf, codec::point_key(v.record.id, *id));
+            batch.delete_cf(points_cf, codec::point_key(v.record().id, *id));
         }
         let last = first + present.len() as u64 - 1;
         commit_ops(s, &v, batch, last)?;
-        let mut store = v.store.write().map_err(poisoned)?;
+        let mut store = v.store().write().map_err(poisoned)?;
         for (i, id) in present.iter().enumerate() {
             store.delete(*id, first + i as u64);
         }
@@ -135,7 +135,7 @@ impl Engine {
         let cf = s.cf(CF_POINTS)?;
         let keys: Vec<_> = ids
             .iter()
-            .map(|id| (cf, codec::point_key(v.record.id, *id)))
+            .map(|id| (cf, codec::point_key(v.record().id, *id)))
             .collect();
         let mut out = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -168,10 +168,10 @@ fn commit_ops(
 ) -> Result<()> {
     batch.put_cf(
         s.cf(CF_META)?,
-        codec::seq_key(v.record.id),
+        codec::seq_key(v.record().id),
         last.to_le_bytes(),
     );
     s.db.write_opt(batch, &sync_write())?;
-    v.last_seq.store(last, Ordering::SeqCst);
+    v.last_seq().store(last, Ordering::SeqCst);
     Ok(())
 }
