@@ -183,6 +183,21 @@ pub struct Engine {
     indexer: Mutex<Option<Indexer>>,
 }
 
+/// Opens (with `create`: or creates) the RocksDB under a data dir, as the engine runs it.
+pub(crate) fn open_db(path: &Path, create: bool) -> Result<DB> {
+    let mut opts = Options::default();
+    opts.create_if_missing(create);
+    opts.create_missing_column_families(create);
+    // Replay stops at the first inconsistency; with sync-on-ACK every ACK precedes it.
+    opts.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
+    opts.set_track_and_verify_wals_in_manifest(true);
+    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    let cfs = [CF_CATALOG, CF_POINTS, CF_META]
+        .into_iter()
+        .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+    Ok(DB::open_cf_descriptors(&opts, path, cfs)?)
+}
+
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -216,17 +231,7 @@ impl Engine {
             )));
         }
 
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        // Replay stops at the first inconsistency; with sync-on-ACK every ACK precedes it.
-        opts.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
-        opts.set_track_and_verify_wals_in_manifest(true);
-        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        let cfs = [CF_CATALOG, CF_POINTS, CF_META]
-            .into_iter()
-            .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
-        let db = DB::open_cf_descriptors(&opts, dir.join("db"), cfs)?;
+        let db = open_db(&dir.join("db"), true)?;
 
         let pool = |n: usize, name: &'static str| {
             rayon::ThreadPoolBuilder::new()

@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 
 pub mod ann;
+pub mod backup;
 mod catalog;
 mod codec;
 pub mod consistency;

@@ -1,0 +1,482 @@
+//! Backups: a point-in-time copy of the whole data directory, which a restore verifies file by
+//! file before it writes anything. A backup is `<data-dir>/snapshots/<name>/`:
+//! - `index/<version id>/MANIFEST` and `gen-<n>/…`: each version's committed index generation,
+//!   hard-linked (committed generation files never change) under the version's index lock, so
+//!   the indexer cannot replace it half-way. Taken first.
+//! - `db/`: a RocksDB checkpoint, taken after the generations. Every generation therefore covers
+//!   a prefix of the ops the checkpoint holds: a restored server serves it and indexes the rest,
+//!   as after any restart. Each acknowledged write batch is in the checkpoint whole or not at all.
+//! - `backup.json`: the format, name, creation time, the op sequence of every version as the
+//!   checkpoint holds it, and the size and SHA-256 of every other file; `backup.json.sha256` holds
+//!   the manifest's own SHA-256. Written last (temp file, fsync, rename; the manifest after its
+//!   sum): a directory without it is an unfinished backup, never listed nor restored.
+//!
+//! The catalog writer is held for the whole backup, so no version is created or dropped during
+//! it; writes to points go on.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::codec::{self, CF_CATALOG, CF_META};
+use crate::engine::{Engine, now_ms};
+use crate::error::{Error, Result};
+use crate::generation::fsync_dir;
+use crate::validate;
+use crate::version::poisoned;
+
+const FORMAT: u32 = 1;
+const MANIFEST: &str = "backup.json";
+/// The SHA-256 of `backup.json` itself (hex), so a damaged manifest is caught like any file.
+const MANIFEST_SUM: &str = "backup.json.sha256";
+const DIR: &str = "snapshots";
+
+/// One version as a backup holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupVersion {
+    pub collection: String,
+    pub version: String,
+    pub id: u64,
+    /// The version's op sequence in the backup.
+    pub seq: u64,
+    /// The committed index generation the backup carries (None: rebuilt after a restore).
+    pub generation: Option<u64>,
+}
+
+/// One file of a backup, relative to its directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupFile {
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// A backup's `backup.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupManifest {
+    pub format: u32,
+    pub name: String,
+    pub created_ms: i64,
+    pub versions: Vec<BackupVersion>,
+    pub files: Vec<BackupFile>,
+}
+
+impl BackupManifest {
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+}
+
+fn io(what: &str, p: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let ctx = format!("{what} {}", p.display());
+    move |e| Error::io(ctx, e)
+}
+
+/// Hex SHA-256 and size of a file, read in 1 MiB blocks.
+fn sha256_file(p: &Path) -> Result<(u64, String)> {
+    let mut f = fs::File::open(p).map_err(io("open", p))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(io("read", p))?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        h.update(&buf[..n]);
+    }
+    Ok((size, hex(&h.finalize())))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// Every regular file under `root`, as paths relative to it with `/` separators, sorted. Anything
+/// else (a symlink, a device) is refused: a backup holds plain files only.
+fn files_under(root: &Path) -> Result<Vec<String>> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
+        for e in fs::read_dir(dir).map_err(io("list", dir))? {
+            let e = e.map_err(io("list", dir))?;
+            let p = e.path();
+            let t = e.file_type().map_err(io("stat", &p))?;
+            if t.is_dir() {
+                walk(root, &p, out)?;
+            } else if t.is_file() {
+                let rel = p.strip_prefix(root).map_err(|_| {
+                    Error::Internal(format!("{} is outside {}", p.display(), root.display()))
+                })?;
+                out.push(rel.to_string_lossy().replace('\\', "/"));
+            } else {
+                return Err(Error::DataCorruption(format!(
+                    "{} is not a regular file",
+                    p.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
+fn write_synced(p: &Path, bytes: &[u8]) -> Result<()> {
+    crate::generation::write_file(p, bytes)?;
+    fs::File::open(p)
+        .and_then(|f| f.sync_all())
+        .map_err(io("fsync", p))
+}
+
+/// Hard-links `from` to `to`, or copies it when the two are on different file systems.
+fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
+    if fs::hard_link(from, to).is_ok() {
+        return Ok(());
+    }
+    fs::copy(from, to).map_err(io("copy", from))?;
+    Ok(())
+}
+
+/// Links the version's committed generation into `dst` (`MANIFEST` and `gen-<n>/`) and returns
+/// its number; None when it has none (or only a damaged one: the restored server rebuilds it).
+/// The manifest is read first and written as read, so the pair is consistent; a generation
+/// removed while it was being linked (a newer one was committed) is tried again from the newer.
+fn link_generation(src: &crate::generation::IndexDir, dst: &Path) -> Result<Option<u64>> {
+    for _ in 0..5 {
+        let mpath = src.root.join("MANIFEST");
+        let Ok(bytes) = fs::read(&mpath) else {
+            return Ok(None);
+        };
+        let Ok(m) = crate::generation::decode_manifest(&bytes) else {
+            return Ok(None);
+        };
+        let gen_src = src.gen_dir(m.generation);
+        let gen_dst = dst.join(format!("gen-{}", m.generation));
+        if dst.exists() {
+            fs::remove_dir_all(dst).map_err(io("remove", dst))?;
+        }
+        fs::create_dir_all(&gen_dst).map_err(io("mkdir", &gen_dst))?;
+        let mut linked = Vec::new();
+        let mut complete = true;
+        match fs::read_dir(&gen_src) {
+            Ok(entries) => {
+                for e in entries {
+                    let e = e.map_err(io("list", &gen_src))?;
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    match link_or_copy(&e.path(), &gen_dst.join(&name)) {
+                        Ok(()) => linked.push(name),
+                        Err(_) if !e.path().exists() => complete = false,
+                        Err(err) => return Err(err),
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => complete = false,
+            Err(e) => return Err(io("list", &gen_src)(e)),
+        }
+        if complete && m.files.iter().all(|f| linked.contains(&f.name)) {
+            write_synced(&dst.join("MANIFEST"), &bytes)?;
+            return Ok(Some(m.generation));
+        }
+    }
+    // Generations committed faster than they can be linked: the restored server rebuilds.
+    if dst.exists() {
+        fs::remove_dir_all(dst).map_err(io("remove", dst))?;
+    }
+    Ok(None)
+}
+
+/// The op sequence of every version in the checkpoint at `db_dir`. The checkpoint is opened as
+/// the engine opens a data dir: a checkpoint taken under writes carries a WAL, which this replays
+/// into its own tables (RocksDB's read-only open cannot replay it safely), so a restored server
+/// finds the same points with nothing left to recover. Its files are checksummed after this.
+fn versions_in(db_dir: &Path) -> Result<Vec<BackupVersion>> {
+    let db = crate::engine::open_db(db_dir, false)?;
+    let cf = |n: &str| {
+        db.cf_handle(n)
+            .ok_or_else(|| Error::Internal(format!("column family {n} missing")))
+    };
+    let mut out = Vec::new();
+    for item in db.prefix_iterator_cf(cf(CF_CATALOG)?, b"coll/") {
+        let (k, val) = item?;
+        if !k.starts_with(b"coll/") {
+            break;
+        }
+        let record = codec::decode_collection_record(&val)?;
+        for v in record.versions.values() {
+            let seq = match db.get_cf(cf(CF_META)?, codec::seq_key(v.id))? {
+                Some(b) => u64::from_le_bytes(b.as_slice().try_into().map_err(|_| {
+                    Error::DataCorruption(format!("op sequence of version {} is not 8 bytes", v.id))
+                })?),
+                None => 0,
+            };
+            out.push(BackupVersion {
+                collection: record.name.clone(),
+                version: v.name.clone(),
+                id: v.id,
+                seq,
+                generation: None,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Reads and checks a backup directory: its manifest parses, every listed file exists with the
+/// listed size and SHA-256, and nothing else is there. The first problem is DATA_CORRUPTION naming
+/// the file.
+pub fn verify_backup(dir: &Path) -> Result<BackupManifest> {
+    let mpath = dir.join(MANIFEST);
+    let body = fs::read(&mpath).map_err(io("read", &mpath))?;
+    let spath = dir.join(MANIFEST_SUM);
+    let want = fs::read_to_string(&spath).map_err(io("read", &spath))?;
+    let got = sha256_hex(&body);
+    if want.trim() != got {
+        return Err(Error::DataCorruption(format!(
+            "{}: SHA-256 {got}; {MANIFEST_SUM} says {}",
+            mpath.display(),
+            want.trim()
+        )));
+    }
+    let m: BackupManifest = serde_json::from_slice(&body)
+        .map_err(|e| Error::DataCorruption(format!("{}: {e}", mpath.display())))?;
+    if m.format != FORMAT {
+        return Err(Error::DataCorruption(format!(
+            "{}: format {} (this server reads {FORMAT})",
+            mpath.display(),
+            m.format
+        )));
+    }
+    let present = files_under(dir)?;
+    let mut listed: Vec<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
+    listed.push(MANIFEST);
+    listed.push(MANIFEST_SUM);
+    listed.sort_unstable();
+    if let Some(extra) = present
+        .iter()
+        .find(|p| listed.binary_search(&p.as_str()).is_err())
+    {
+        return Err(Error::DataCorruption(format!(
+            "{}: not listed in {MANIFEST}",
+            dir.join(extra).display()
+        )));
+    }
+    for f in &m.files {
+        if f.path
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return Err(Error::DataCorruption(format!(
+                "{MANIFEST} lists an unsafe path '{}'",
+                f.path
+            )));
+        }
+        let p = dir.join(&f.path);
+        if !p.is_file() {
+            return Err(Error::DataCorruption(format!("{}: missing", p.display())));
+        }
+        let (size, sha) = sha256_file(&p)?;
+        if size != f.size || sha != f.sha256 {
+            return Err(Error::DataCorruption(format!(
+                "{}: size {size}, SHA-256 {sha}; {MANIFEST} says size {}, SHA-256 {}",
+                p.display(),
+                f.size,
+                f.sha256
+            )));
+        }
+    }
+    Ok(m)
+}
+
+/// Restores the backup at `from` into the data directory `to`, which must be missing or empty.
+/// Every file is verified before anything is written; the files are copied into a temporary
+/// directory beside `to` and moved into it only once all are there, so on any failure `to` is
+/// left as it was (missing or empty).
+pub fn restore_backup(from: &Path, to: &Path) -> Result<BackupManifest> {
+    if to.exists() {
+        let mut entries = fs::read_dir(to).map_err(io("list", to))?;
+        if entries.next().is_some() {
+            return Err(Error::FailedPrecondition(format!(
+                "{} is not empty; restore writes into an empty (or missing) data directory",
+                to.display()
+            )));
+        }
+    }
+    let m = verify_backup(from)?;
+    let parent = to
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).map_err(io("mkdir", parent))?;
+    let name = to
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "data".into());
+    let staging = parent.join(format!(".{name}.restoring-{}", std::process::id()));
+    let copied = (|| -> Result<()> {
+        if staging.exists() {
+            fs::remove_dir_all(&staging).map_err(io("remove", &staging))?;
+        }
+        for f in &m.files {
+            let dst = staging.join(&f.path);
+            if let Some(d) = dst.parent() {
+                fs::create_dir_all(d).map_err(io("mkdir", d))?;
+            }
+            fs::copy(from.join(&f.path), &dst).map_err(io("copy to", &dst))?;
+            fs::File::open(&dst)
+                .and_then(|h| h.sync_all())
+                .map_err(io("fsync", &dst))?;
+        }
+        // The copies are checked again: what the disk gave back is what was verified.
+        for f in &m.files {
+            let (size, sha) = sha256_file(&staging.join(&f.path))?;
+            if size != f.size || sha != f.sha256 {
+                return Err(Error::DataCorruption(format!(
+                    "{}: changed while it was copied",
+                    from.join(&f.path).display()
+                )));
+            }
+        }
+        fs::create_dir_all(to).map_err(io("mkdir", to))?;
+        for e in fs::read_dir(&staging).map_err(io("list", &staging))? {
+            let e = e.map_err(io("list", &staging))?;
+            let dst = to.join(e.file_name());
+            fs::rename(e.path(), &dst).map_err(io("move into place", &dst))?;
+        }
+        fsync_dir(to)
+    })();
+    let cleanup = fs::remove_dir_all(&staging);
+    if let Err(e) = copied {
+        // Whatever reached `to` goes again: it must stay empty.
+        if let Ok(entries) = fs::read_dir(to) {
+            for e in entries.flatten() {
+                let _ = fs::remove_dir_all(e.path()).or_else(|_| fs::remove_file(e.path()));
+            }
+        }
+        return Err(e);
+    }
+    if let Err(e) = cleanup
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %staging.display(), error = %e, "could not remove restore staging dir");
+    }
+    Ok(m)
+}
+
+impl Engine {
+    fn backups_root(&self) -> PathBuf {
+        self.data_dir().join(DIR)
+    }
+
+    /// The directory of a finished backup (NOT_FOUND otherwise).
+    pub fn backup_dir(&self, name: &str) -> Result<PathBuf> {
+        validate::name("name", name)?;
+        let dir = self.backups_root().join(name);
+        if !dir.join(MANIFEST).is_file() {
+            return Err(Error::NotFound {
+                kind: "snapshot",
+                name: name.into(),
+            });
+        }
+        Ok(dir)
+    }
+
+    /// Takes a point-in-time backup of every collection while writes go on (see the module).
+    /// ALREADY_EXISTS when a backup of that name exists. On failure nothing is left behind.
+    pub fn create_backup(&self, name: &str) -> Result<BackupManifest> {
+        validate::name("name", name)?;
+        let s = self.shared();
+        let _catalog = s.catalog_writer.lock().map_err(poisoned)?;
+        let root = self.backups_root();
+        let dir = root.join(name);
+        if dir.exists() {
+            return Err(Error::AlreadyExists {
+                kind: "snapshot",
+                name: name.into(),
+            });
+        }
+        fs::create_dir_all(&dir).map_err(io("mkdir", &dir))?;
+        let out = self.fill_backup(name, &dir);
+        if out.is_err() {
+            let _ = fs::remove_dir_all(&dir);
+        }
+        out
+    }
+
+    fn fill_backup(&self, name: &str, dir: &Path) -> Result<BackupManifest> {
+        let s = self.shared();
+        // 1. Committed generations. No lock: a committed generation's files never change, and
+        //    the indexer removes them only after committing the next one, which a retry picks up.
+        let mut generations = std::collections::HashMap::new();
+        for v in s.versions() {
+            let dst = dir.join("index").join(v.id().to_string());
+            if let Some(g) = link_generation(v.dir(), &dst)? {
+                generations.insert(v.id(), g);
+            }
+        }
+        // 2. The checkpoint (it flushes the memtables; the WAL holds nothing it misses).
+        let db_dir = dir.join("db");
+        rocksdb::checkpoint::Checkpoint::new(&s.db)?.create_checkpoint(&db_dir)?;
+        let mut versions = versions_in(&db_dir)?;
+        for v in &mut versions {
+            v.generation = generations.get(&v.id).copied();
+        }
+        // 3. The manifest: every file's size and SHA-256, written last.
+        let mut files = Vec::new();
+        for path in files_under(dir)? {
+            let (size, sha256) = sha256_file(&dir.join(&path))?;
+            files.push(BackupFile { path, size, sha256 });
+        }
+        let m = BackupManifest {
+            format: FORMAT,
+            name: name.into(),
+            created_ms: now_ms(),
+            versions,
+            files,
+        };
+        let body = serde_json::to_vec_pretty(&m).map_err(|e| Error::Internal(e.to_string()))?;
+        write_synced(&dir.join(MANIFEST_SUM), sha256_hex(&body).as_bytes())?;
+        let tmp = dir.join(format!("{MANIFEST}.tmp"));
+        write_synced(&tmp, &body)?;
+        let final_path = dir.join(MANIFEST);
+        fs::rename(&tmp, &final_path).map_err(io("rename", &final_path))?;
+        fsync_dir(dir)?;
+        Ok(m)
+    }
+
+    /// Finished backups, by name. A directory without its manifest (a backup that did not finish)
+    /// is not listed.
+    pub fn list_backups(&self) -> Result<Vec<BackupManifest>> {
+        let root = self.backups_root();
+        let Ok(entries) = fs::read_dir(&root) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for e in entries.flatten() {
+            let mpath = e.path().join(MANIFEST);
+            if let Ok(body) = fs::read(&mpath) {
+                let m: BackupManifest = serde_json::from_slice(&body)
+                    .map_err(|err| Error::DataCorruption(format!("{}: {err}", mpath.display())))?;
+                out.push(m);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    pub fn delete_backup(&self, name: &str) -> Result<()> {
+        let dir = self.backup_dir(name)?;
+        // The manifest goes first: a half-deleted backup is never listed.
+        let mpath = dir.join(MANIFEST);
+        fs::remove_file(&mpath).map_err(io("remove", &mpath))?;
+        fs::remove_dir_all(&dir).map_err(io("remove", &dir))
+    }
+}
