@@ -20,6 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "emberdb/v1/evaluation_service.proto",
         "emberdb/v1/operations.proto",
         "emberdb/v1/operations_service.proto",
+        "emberdb/v1/snapshots.proto",
+        "emberdb/v1/snapshots_service.proto",
     ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("emberdb_descriptor.bin"))

@@ -20,6 +20,7 @@ use pb::collections_client::CollectionsClient;
 use pb::evaluation_client::EvaluationClient;
 use pb::operations_client::OperationsClient;
 use pb::points_client::PointsClient;
+use pb::snapshots_client::SnapshotsClient;
 use tonic::Status;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -39,6 +40,7 @@ pub struct Client {
     points: PointsClient<Authed>,
     evaluation: EvaluationClient<Authed>,
     operations: OperationsClient<Authed>,
+    snapshots: SnapshotsClient<Authed>,
 }
 
 /// Adds `authorization: Bearer <key>` to every request when a key is set.
@@ -159,7 +161,10 @@ impl Client {
             evaluation: EvaluationClient::new(authed.clone())
                 .max_decoding_message_size(max_message_bytes)
                 .max_encoding_message_size(max_message_bytes),
-            operations: OperationsClient::new(authed)
+            operations: OperationsClient::new(authed.clone())
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes),
+            snapshots: SnapshotsClient::new(authed)
                 .max_decoding_message_size(max_message_bytes)
                 .max_encoding_message_size(max_message_bytes),
         }
@@ -534,6 +539,35 @@ impl Client {
                 collection: collection.into(),
                 version: version.into(),
             })
+            .await?;
+        Ok(())
+    }
+
+    /// A point-in-time snapshot of the whole server (`name` empty: one is chosen).
+    pub async fn create_snapshot(&mut self, name: &str) -> Result<pb::SnapshotInfo, Status> {
+        self.snapshots
+            .create_snapshot(pb::CreateSnapshotRequest {
+                name: name.into(),
+                collection: String::new(),
+            })
+            .await?
+            .into_inner()
+            .snapshot
+            .ok_or_else(|| Status::internal("CreateSnapshot answered without a snapshot"))
+    }
+
+    pub async fn list_snapshots(&mut self) -> Result<Vec<pb::SnapshotInfo>, Status> {
+        Ok(self
+            .snapshots
+            .list_snapshots(pb::ListSnapshotsRequest {})
+            .await?
+            .into_inner()
+            .snapshots)
+    }
+
+    pub async fn delete_snapshot(&mut self, name: &str) -> Result<(), Status> {
+        self.snapshots
+            .delete_snapshot(pb::DeleteSnapshotRequest { name: name.into() })
             .await?;
         Ok(())
     }

@@ -208,6 +208,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ops_cli::MonitorCmd,
     },
+    /// Point-in-time snapshots of the whole server (admin).
+    Snapshot {
+        #[command(subcommand)]
+        cmd: SnapshotCmd,
+    },
     /// Point an alias at a version, or delete it with --delete.
     Alias {
         collection: String,
@@ -215,6 +220,21 @@ enum Cmd {
         version: Option<String>,
         #[arg(long)]
         delete: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SnapshotCmd {
+    /// Take a snapshot while writes go on; it lands under <data-dir>/snapshots/<name>/ on the
+    /// server, and `emberdb restore --from <that dir> --data-dir DIR` brings it back.
+    Create {
+        /// Default: snapshot-<milliseconds since the epoch>.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    List,
+    Delete {
+        name: String,
     },
 }
 
@@ -565,6 +585,18 @@ async fn run() -> anyhow::Result<()> {
             repair,
         } => ops_cli::check(&mut c, &collection, &version, repair).await?,
         Cmd::Monitor { cmd } => ops_cli::monitor(&mut c, cmd).await?,
+        Cmd::Snapshot { cmd } => match cmd {
+            SnapshotCmd::Create { name } => print_snapshot(&c.create_snapshot(&name).await?),
+            SnapshotCmd::List => {
+                for s in c.list_snapshots().await? {
+                    print_snapshot(&s);
+                }
+            }
+            SnapshotCmd::Delete { name } => {
+                c.delete_snapshot(&name).await?;
+                println!("snapshot {name} deleted");
+            }
+        },
         Cmd::Alias {
             collection,
             alias,
@@ -586,6 +618,20 @@ async fn run() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn print_snapshot(s: &pb::SnapshotInfo) {
+    println!(
+        "{}  created_ms {}  {} files  {} bytes",
+        s.name, s.created_ms, s.files, s.bytes
+    );
+    for v in &s.versions {
+        let index = if v.has_index { "index" } else { "no index" };
+        println!(
+            "  {}/{}  op_sequence {}  {index}",
+            v.collection, v.version, v.op_sequence
+        );
+    }
 }
 
 fn print_version(v: &pb::VersionInfo) {

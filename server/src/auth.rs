@@ -305,7 +305,8 @@ pub fn method_role(path: &str) -> Option<Role> {
     Some(match method {
         "Upsert" | "UpsertStream" | "Delete" => Role::Writer,
         "CreateVersion" | "DropVersion" | "DropCollection" | "SetAlias" | "DeleteAlias"
-        | "SetMonitor" | "DeleteMonitor" => Role::Admin,
+        | "SetMonitor" | "DeleteMonitor" | "CreateSnapshot" | "ListSnapshots"
+        | "DeleteSnapshot" => Role::Admin,
         "ListCollections" | "DescribeVersion" | "Get" | "Search" | "SearchBatch" | "Recall"
         | "Margin" | "Confusion" | "Actions" | "Project" | "Drift" | "CompareVersions"
         | "CheckConsistency" | "ListMonitors" => Role::Reader,
@@ -507,6 +508,19 @@ impl Caller {
     pub fn check(&self, need: Role, collection: &str) -> Result<(), Status> {
         tracing::Span::current().record("collection", collection);
         self.principal.authorize(need, collection)
+    }
+
+    /// PERMISSION_DENIED unless the caller has `need` and may see every collection (work that
+    /// spans the whole server, such as a snapshot).
+    pub fn check_server_wide(&self, need: Role) -> Result<(), Status> {
+        self.principal.require_role(need)?;
+        if self.principal.collections.is_some() {
+            return Err(Status::permission_denied(format!(
+                "key {:?} is limited to some collections; this call spans every collection",
+                &*self.principal.name
+            )));
+        }
+        Ok(())
     }
 
     /// Runs a write or admin call: checks `need` on `collection`, awaits `work` only when allowed,

@@ -185,6 +185,9 @@ async fn call(c: &mut Client, rpc: &str) -> Code {
         ),
         "ListMonitors" => code(c.list_monitors(col).await),
         "DeleteMonitor" => code(c.delete_monitor(col, "no-such-version").await),
+        "CreateSnapshot" => code(c.create_snapshot(&format!("s{}", rand_suffix())).await),
+        "ListSnapshots" => code(c.list_snapshots().await),
+        "DeleteSnapshot" => code(c.delete_snapshot("no-such-snapshot").await),
         other => panic!("no call for {other}"),
     }
 }
@@ -255,7 +258,7 @@ async fn auth_matrix_every_rpc_every_caller() -> anyhow::Result<()> {
         .collect();
     rpcs.push("CompareVersions+promote".into());
     rpcs.push("CheckConsistency+repair".into());
-    assert_eq!(rpcs.len(), 24 + 2);
+    assert_eq!(rpcs.len(), 27 + 2);
 
     let callers: [(&str, Option<&str>); 6] = [
         ("no key", None),

@@ -36,6 +36,7 @@ from .types import (
     Points,
     Projection,
     RecallReport,
+    SnapshotInfo,
     VersionInfo,
     Window,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "Points",
     "Projection",
     "RecallReport",
+    "SnapshotInfo",
     "VersionInfo",
     "Window",
 ]

@@ -32,6 +32,7 @@ from .types import (
     Points,
     Projection,
     RecallReport,
+    SnapshotInfo,
     VersionInfo,
     enum_number,
     from_proto,
@@ -70,6 +71,9 @@ _RESPONSES = {
     ("Operations", "SetMonitor"): "SetMonitorResponse",
     ("Operations", "ListMonitors"): "ListMonitorsResponse",
     ("Operations", "DeleteMonitor"): "DeleteMonitorResponse",
+    ("Snapshots", "CreateSnapshot"): "CreateSnapshotResponse",
+    ("Snapshots", "ListSnapshots"): "ListSnapshotsResponse",
+    ("Snapshots", "DeleteSnapshot"): "DeleteSnapshotResponse",
 }
 
 
@@ -469,6 +473,20 @@ class _Api:
     def delete_monitor(self, collection: str, version: str):
         req = pb.DeleteMonitorRequest(collection=collection, version=version)
         return self._unary("Operations", "DeleteMonitor", req, lambda r: None)
+
+    # ------------------------------------------------------------------ snapshots (admin)
+
+    def create_snapshot(self, name: Optional[str] = None):
+        """A point-in-time snapshot of the whole server, taken while writes go on; None lets the
+        server name it. Returns SnapshotInfo (versions with the op sequence each holds)."""
+        req = pb.CreateSnapshotRequest(name=name or "")
+        return self._unary("Snapshots", "CreateSnapshot", req, lambda r: from_proto(SnapshotInfo, r.snapshot))
+
+    def list_snapshots(self):
+        return self._unary("Snapshots", "ListSnapshots", pb.ListSnapshotsRequest(), lambda r: [from_proto(SnapshotInfo, s) for s in r.snapshots])
+
+    def delete_snapshot(self, name: str):
+        return self._unary("Snapshots", "DeleteSnapshot", pb.DeleteSnapshotRequest(name=name), lambda r: None)
 
 
 def _mode(mode: str) -> int:

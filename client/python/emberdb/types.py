@@ -720,6 +720,31 @@ class MonitorStatus:
 MonitorStatus._nested = {"spec": MonitorSpec}
 
 #: Each dataclass and the proto message it mirrors field for field (tests/test_types.py checks it).
+@_frozen
+class SnapshotVersion:
+    collection: str
+    version: str
+    op_sequence: int
+    has_index: bool
+    raw: Any = dataclasses.field(repr=False)
+
+
+@_frozen
+class SnapshotInfo:
+    """A snapshot of the whole server: restore it offline with
+    `emberdb restore --from <data-dir>/snapshots/<name> --data-dir DIR`."""
+
+    name: str
+    created_ms: int
+    files: int
+    bytes: int
+    versions: List[SnapshotVersion]
+    raw: Any = dataclasses.field(repr=False)
+
+
+SnapshotInfo._nested = {"versions": SnapshotVersion}
+
+
 MIRRORS = {
     HnswParams: "HnswParams",
     VersionInfo: "VersionInfo",
@@ -743,4 +768,6 @@ MIRRORS = {
     ConsistencyReport: "ConsistencyReport",
     MonitorSpec: "MonitorSpec",
     MonitorStatus: "MonitorStatus",
+    SnapshotVersion: "SnapshotVersion",
+    SnapshotInfo: "SnapshotInfo",
 }

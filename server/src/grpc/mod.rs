@@ -6,6 +6,7 @@ pub mod convert;
 mod evaluation;
 mod operations;
 mod points;
+mod snapshots;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use emberdb_proto::v1::collections_server::CollectionsServer;
 use emberdb_proto::v1::evaluation_server::EvaluationServer;
 use emberdb_proto::v1::operations_server::OperationsServer;
 use emberdb_proto::v1::points_server::PointsServer;
+use emberdb_proto::v1::snapshots_server::SnapshotsServer;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
@@ -63,6 +65,11 @@ pub async fn serve(
     })
     .max_decoding_message_size(max_message_bytes)
     .max_encoding_message_size(max_message_bytes);
+    let snapshots = SnapshotsServer::new(snapshots::SnapshotsService {
+        blocking: blocking.clone(),
+    })
+    .max_decoding_message_size(max_message_bytes)
+    .max_encoding_message_size(max_message_bytes);
     let points = PointsServer::new(points::PointsService {
         blocking,
         metrics: metrics.clone(),
@@ -83,6 +90,9 @@ pub async fn serve(
         .await;
     health_reporter
         .set_serving::<OperationsServer<operations::OperationsService>>()
+        .await;
+    health_reporter
+        .set_serving::<SnapshotsServer<snapshots::SnapshotsService>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(emberdb_proto::v1::FILE_DESCRIPTOR_SET)
@@ -109,6 +119,7 @@ pub async fn serve(
         .add_service(points)
         .add_service(evaluation)
         .add_service(operations)
+        .add_service(snapshots)
         .serve_with_incoming_shutdown(
             // Our own listener skips tonic's defaults: without TCP_NODELAY, small
             // responses wait on Nagle's algorithm.
