@@ -19,6 +19,8 @@ def test_snapshot_restore_answers_like_the_source(client, server, collection):
     client.create_version(collection, "v1", dim=24)
     client.upsert(collection, "v1", np.arange(800), data, labels=labels)
     client.set_alias(collection, "prod", "v1")
+    client.set_monitor(collection, "prod", interval_s=3600)
+    source_confusion = client.confusion(collection, "prod", mode="exact")
     name = f"snap-{collection}"
     info = client.create_snapshot(name)
     assert isinstance(info, emberdb.SnapshotInfo)
@@ -33,7 +35,7 @@ def test_snapshot_restore_answers_like_the_source(client, server, collection):
 
     queries = data[:20] + 0.01
     want = [client.search(collection, "prod", q, k=5, exact=True) for q in queries]
-    want_confusion = None
+    restored_confusion, restored_monitors = None, None
     tmp = tempfile.mkdtemp(prefix="emberdb-restore-")
     try:
         target = os.path.join(tmp, "restored")
@@ -51,10 +53,18 @@ def test_snapshot_restore_answers_like_the_source(client, server, collection):
                     if not (w.ids >= 800).any():
                         assert list(got.ids) == list(w.ids)
                         np.testing.assert_array_equal(got.distances, w.distances)
-                want_confusion = r.confusion(collection, "prod")
+                restored_confusion = r.confusion(collection, "prod", mode="exact")
+                restored_monitors = [(m.spec.collection, m.spec.version) for m in r.list_monitors(collection)]
         finally:
             restored.stop()
-        assert want_confusion is not None and want_confusion.points == 800
+        # Evaluation numbers, aliases and monitors come back as the source had them.
+        assert restored_confusion is not None
+        assert restored_confusion.points == source_confusion.points == 800
+        assert restored_confusion.errors == source_confusion.errors
+        assert [(p.true_label, p.predicted_label, p.count) for p in restored_confusion.pairs] == [
+            (p.true_label, p.predicted_label, p.count) for p in source_confusion.pairs
+        ]
+        assert restored_monitors == [(collection, "prod")]
 
         # A damaged copy: one byte of one SST flipped. Refused, naming the file; the target stays empty.
         bad = os.path.join(tmp, "bad")
