@@ -565,6 +565,48 @@ impl Client {
             .snapshots)
     }
 
+    /// Downloads a snapshot as one tar archive into `out`, checking the archive's SHA-256 against
+    /// the server's; returns the bytes written. On any failure `out` is removed.
+    pub async fn download_snapshot(
+        &mut self,
+        name: &str,
+        out: &std::path::Path,
+    ) -> anyhow::Result<u64> {
+        use sha2::Digest;
+        use tokio::io::AsyncWriteExt;
+        let result = async {
+            let mut stream = self
+                .snapshots
+                .download_snapshot(pb::DownloadSnapshotRequest { name: name.into() })
+                .await?
+                .into_inner();
+            let mut file = tokio::fs::File::create(out).await?;
+            let mut hash = sha2::Sha256::new();
+            let mut written = 0u64;
+            while let Some(chunk) = stream.message().await? {
+                if !chunk.archive_sha256.is_empty() {
+                    let got: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+                    anyhow::ensure!(
+                        got == chunk.archive_sha256,
+                        "archive SHA-256 {got}, the server sent {}",
+                        chunk.archive_sha256
+                    );
+                    file.sync_all().await?;
+                    return Ok(written);
+                }
+                hash.update(&chunk.data);
+                file.write_all(&chunk.data).await?;
+                written += chunk.data.len() as u64;
+            }
+            anyhow::bail!("the download ended before the archive's checksum")
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(out).await;
+        }
+        result
+    }
+
     pub async fn delete_snapshot(&mut self, name: &str) -> Result<(), Status> {
         self.snapshots
             .delete_snapshot(pb::DeleteSnapshotRequest { name: name.into() })

@@ -236,6 +236,13 @@ enum SnapshotCmd {
     Delete {
         name: String,
     },
+    /// Download a snapshot as one tar archive (checked against the server's SHA-256);
+    /// `emberdb restore --from FILE.tar --data-dir DIR` restores it.
+    Download {
+        name: String,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -595,6 +602,10 @@ async fn run() -> anyhow::Result<()> {
             SnapshotCmd::Delete { name } => {
                 c.delete_snapshot(&name).await?;
                 println!("snapshot {name} deleted");
+            }
+            SnapshotCmd::Download { name, out } => {
+                let n = c.download_snapshot(&name, &out).await?;
+                println!("snapshot {name}: {n} bytes written to {}", out.display());
             }
         },
         Cmd::Alias {

@@ -62,11 +62,11 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Restore a snapshot (a `<data-dir>/snapshots/<name>/` directory) into an empty data
-    /// directory, offline. Every file is checked against the snapshot's SHA-256 manifest before
+    /// Restore a snapshot (a `<data-dir>/snapshots/<name>/` directory, or the .tar that
+    /// `ember snapshot download` writes) into an empty data directory, offline. Every file is checked against the snapshot's SHA-256 manifest before
     /// anything is written; on any failure DIR is left empty. Start the server on DIR afterwards.
     Restore {
-        /// The snapshot directory.
+        /// The snapshot directory or archive.
         #[arg(long)]
         from: PathBuf,
         /// The data directory to create (missing or empty).
@@ -91,8 +91,19 @@ fn main() -> anyhow::Result<()> {
     // hnsw_rs logs through `log`.
     let _ = tracing_log::LogTracer::init();
     if let Some(Cmd::Restore { from, data_dir }) = &args.cmd {
-        let m = emberdb_storage::backup::restore_backup(from, data_dir)
-            .map_err(|e| anyhow::anyhow!("restore from {}: {e}", from.display()))?;
+        let restored = if from.is_file() {
+            emberdb_storage::backup::restore_archive(from, data_dir)
+        } else {
+            emberdb_storage::backup::restore_backup(from, data_dir)
+        };
+        // An expected failure (a damaged snapshot, a non-empty target): one line, exit code 1.
+        let m = match restored {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("error: restore from {}: {e}", from.display());
+                std::process::exit(1);
+            }
+        };
         println!(
             "restored snapshot {} ({} files, {} bytes, {} versions) into {}",
             m.name,

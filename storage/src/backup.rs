@@ -371,6 +371,108 @@ pub fn restore_backup(from: &Path, to: &Path) -> Result<BackupManifest> {
     Ok(m)
 }
 
+/// Writes the backup at `dir` as one tar archive: `backup.json.sha256` and `backup.json` first,
+/// then every listed file in manifest order, each checked against the manifest as it is read
+/// (the archive carries exactly what the manifest promises, or the call fails).
+pub fn write_archive(dir: &Path, out: impl std::io::Write) -> Result<()> {
+    let m = read_manifest(dir)?;
+    let mut ar = tar::Builder::new(out);
+    ar.mode(tar::HeaderMode::Deterministic);
+    let tar_err = |what: &str, p: &Path| {
+        let ctx = format!("{what} {}", p.display());
+        move |e: std::io::Error| Error::io(ctx, e)
+    };
+    for name in [MANIFEST_SUM, MANIFEST] {
+        let p = dir.join(name);
+        ar.append_path_with_name(&p, name)
+            .map_err(tar_err("archive", &p))?;
+    }
+    for f in &m.files {
+        let p = dir.join(&f.path);
+        let (size, sha) = sha256_file(&p)?;
+        if size != f.size || sha != f.sha256 {
+            return Err(Error::DataCorruption(format!(
+                "{}: changed since the snapshot was taken",
+                p.display()
+            )));
+        }
+        ar.append_path_with_name(&p, &f.path)
+            .map_err(tar_err("archive", &p))?;
+    }
+    ar.finish().map_err(tar_err("archive", dir))?;
+    Ok(())
+}
+
+/// Restores a tar archive made by [`write_archive`] into the data directory `to` (missing or
+/// empty): unpacked into a staging directory beside `to` (entries that would leave it are
+/// refused), then restored as [`restore_backup`] does. On any failure `to` stays empty.
+pub fn restore_archive(archive: &Path, to: &Path) -> Result<BackupManifest> {
+    if to.exists() && fs::read_dir(to).map_err(io("list", to))?.next().is_some() {
+        return Err(Error::FailedPrecondition(format!(
+            "{} is not empty; restore writes into an empty (or missing) data directory",
+            to.display()
+        )));
+    }
+    let parent = to
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).map_err(io("mkdir", parent))?;
+    let staging = parent.join(format!(".unpacking-{}", std::process::id()));
+    if staging.exists() {
+        fs::remove_dir_all(&staging).map_err(io("remove", &staging))?;
+    }
+    let out = (|| {
+        fs::create_dir_all(&staging).map_err(io("mkdir", &staging))?;
+        let file = fs::File::open(archive).map_err(io("open", archive))?;
+        let mut ar = tar::Archive::new(std::io::BufReader::new(file));
+        for entry in ar.entries().map_err(io("read", archive))? {
+            let mut entry = entry.map_err(|e| {
+                Error::DataCorruption(format!(
+                    "{}: not a readable tar archive: {e}",
+                    archive.display()
+                ))
+            })?;
+            let name = entry
+                .path()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !entry.header().entry_type().is_file() {
+                return Err(Error::DataCorruption(format!(
+                    "{}: entry '{name}' is not a regular file",
+                    archive.display()
+                )));
+            }
+            let unpacked = entry.unpack_in(&staging).map_err(|e| {
+                Error::DataCorruption(format!("{}: entry '{name}': {e}", archive.display()))
+            })?;
+            if !unpacked {
+                return Err(Error::DataCorruption(format!(
+                    "{}: entry '{name}' would be written outside the restore",
+                    archive.display()
+                )));
+            }
+        }
+        restore_backup(&staging, to).map_err(|e| match e {
+            Error::DataCorruption(m) => Error::DataCorruption(format!(
+                "{} (inside {})",
+                m.replace(&format!("{}/", staging.display()), ""),
+                archive.display()
+            )),
+            other => other,
+        })
+    })();
+    let _ = fs::remove_dir_all(&staging);
+    out
+}
+
+fn read_manifest(dir: &Path) -> Result<BackupManifest> {
+    let mpath = dir.join(MANIFEST);
+    let body = fs::read(&mpath).map_err(io("read", &mpath))?;
+    serde_json::from_slice(&body)
+        .map_err(|e| Error::DataCorruption(format!("{}: {e}", mpath.display())))
+}
+
 impl Engine {
     fn backups_root(&self) -> PathBuf {
         self.data_dir().join(DIR)

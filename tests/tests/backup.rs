@@ -309,3 +309,69 @@ fn damaged_backups_are_refused_naming_the_file() -> anyhow::Result<()> {
     ));
     Ok(())
 }
+
+/// The archive form (what DownloadSnapshot streams): restored like the directory; a flipped byte,
+/// a truncation or an entry that would land outside the target is refused, the target left empty.
+#[test]
+fn archives_restore_and_damaged_archives_are_refused() -> anyhow::Result<()> {
+    use emberdb_storage::backup::{restore_archive, write_archive};
+    let dir = tempfile::tempdir()?;
+    let e = Engine::open(EngineConfig::new(dir.path().join("data")))?;
+    e.create_version("c", "v", spec())?;
+    e.upsert("c", "v", &(0..1200).map(point).collect::<Vec<_>>())?;
+    assert!(e.wait_indexed("c", "v", Duration::from_secs(120))?);
+    assert!(e.persist_index("c", "v")?);
+    e.create_backup("a")?;
+    let archive = dir.path().join("a.tar");
+    write_archive(&e.backup_dir("a")?, std::fs::File::create(&archive)?)?;
+
+    let restored = dir.path().join("restored");
+    restore_archive(&archive, &restored)?;
+    let r = Engine::open(EngineConfig::new(&restored))?;
+    assert_eq!(r.describe_version("c", "v")?.point_count, 1200);
+    let q = vector(99_999);
+    assert_eq!(
+        r.search("c", "v", &q, exact(10))?,
+        e.search("c", "v", &q, exact(10))?
+    );
+
+    let bytes = std::fs::read(&archive)?;
+    let mut flipped = bytes.clone();
+    flipped[bytes.len() / 2] ^= 0x10;
+    let escaping = {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        // Written raw: the builder itself refuses such a name.
+        h.as_old_mut().name[..9].copy_from_slice(b"../escape");
+        h.set_cksum();
+        b.append(&h, &b"x"[..])?;
+        b.into_inner()?
+    };
+    for (i, (what, body)) in [
+        ("flipped", flipped),
+        ("truncated", bytes[..bytes.len() / 3].to_vec()),
+        ("escaping", escaping),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let bad = dir.path().join(format!("{what}.tar"));
+        std::fs::write(&bad, body)?;
+        let target = dir.path().join(format!("t{i}"));
+        let err = restore_archive(&bad, &target).expect_err("a damaged archive was restored");
+        assert!(
+            err.to_string().contains(&format!("{what}.tar")),
+            "{what}: {err}"
+        );
+        assert!(is_empty_or_missing(&target), "{what}: target not empty");
+        assert!(
+            !dir.path().join("escape").exists(),
+            "{what}: wrote outside the target"
+        );
+        println!("{what}: {err}");
+    }
+    Ok(())
+}

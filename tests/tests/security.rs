@@ -188,6 +188,15 @@ async fn call(c: &mut Client, rpc: &str) -> Code {
         "CreateSnapshot" => code(c.create_snapshot(&format!("s{}", rand_suffix())).await),
         "ListSnapshots" => code(c.list_snapshots().await),
         "DeleteSnapshot" => code(c.delete_snapshot("no-such-snapshot").await),
+        "DownloadSnapshot" => {
+            let out = std::env::temp_dir().join(format!("emberdb-dl-{}.tar", rand_suffix()));
+            match c.download_snapshot("no-such-snapshot", &out).await {
+                Ok(_) => Code::Ok,
+                Err(e) => e
+                    .downcast_ref::<tonic::Status>()
+                    .map_or(Code::Unknown, |s| s.code()),
+            }
+        }
         other => panic!("no call for {other}"),
     }
 }
@@ -258,7 +267,7 @@ async fn auth_matrix_every_rpc_every_caller() -> anyhow::Result<()> {
         .collect();
     rpcs.push("CompareVersions+promote".into());
     rpcs.push("CheckConsistency+repair".into());
-    assert_eq!(rpcs.len(), 27 + 2);
+    assert_eq!(rpcs.len(), 28 + 2);
 
     let callers: [(&str, Option<&str>); 6] = [
         ("no key", None),

@@ -74,6 +74,7 @@ _RESPONSES = {
     ("Snapshots", "CreateSnapshot"): "CreateSnapshotResponse",
     ("Snapshots", "ListSnapshots"): "ListSnapshotsResponse",
     ("Snapshots", "DeleteSnapshot"): "DeleteSnapshotResponse",
+    ("Snapshots", "DownloadSnapshot"): "SnapshotChunk",
 }
 
 
@@ -255,6 +256,8 @@ class _Api:
             path = f"/emberdb.v1.{service}/{rpc}"
             if rpc == "Search":  # read by _hits straight from the bytes
                 c = self._channel.unary_unary(path, request_serializer=_serialize)
+            elif rpc == "DownloadSnapshot":
+                c = self._channel.unary_stream(path, request_serializer=_serialize, response_deserializer=resp.FromString)
             elif rpc == "UpsertStream":
                 c = self._channel.stream_unary(path, request_serializer=_serialize, response_deserializer=resp.FromString)
             else:
@@ -589,11 +592,65 @@ class Client(_Api):
     def close(self) -> None:
         self._channel.close()
 
+    def download_snapshot(self, name: str, out) -> int:
+        """Downloads a snapshot as one tar archive to the path `out`, checked against the server's
+        SHA-256; returns the bytes written. `emberdb restore --from out --data-dir DIR` restores
+        it. On any failure the partial file is removed."""
+        sink = _ArchiveSink(out)
+        try:
+            for chunk in self._call("Snapshots", "DownloadSnapshot")(pb.DownloadSnapshotRequest(name=name), timeout=self.timeout, metadata=self._metadata):
+                if sink.take(chunk):
+                    return sink.written
+            sink.fail("the download ended before the archive's checksum")
+        except grpc.RpcError as e:
+            sink.discard()
+            raise from_rpc_error(e) from None
+        except BaseException:
+            sink.discard()
+            raise
+
     def __enter__(self) -> "Client":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _ArchiveSink:
+    """Writes a downloaded snapshot archive to `out`, hashing as it goes; `take` returns True at
+    the final chunk once the SHA-256 matched. `discard` removes the partial file."""
+
+    def __init__(self, out):
+        import hashlib
+
+        self.path = os.fspath(out)
+        self.file = open(self.path, "wb")
+        self.hash = hashlib.sha256()
+        self.written = 0
+
+    def take(self, chunk) -> bool:
+        if chunk.archive_sha256:
+            got = self.hash.hexdigest()
+            if got != chunk.archive_sha256:
+                self.fail(f"archive SHA-256 {got}, the server sent {chunk.archive_sha256}")
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            return True
+        self.hash.update(chunk.data)
+        self.file.write(chunk.data)
+        self.written += len(chunk.data)
+        return False
+
+    def fail(self, why: str):
+        self.discard()
+        raise EmberError("DATA_LOSS", why)
+
+    def discard(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+        if os.path.exists(self.path):
+            os.remove(self.path)
 
 
 class AsyncClient(_Api):
@@ -658,6 +715,22 @@ class AsyncClient(_Api):
         except grpc.aio.AioRpcError as e:
             raise from_rpc_error(e) from None
         return _batch_hits(responses, n, int(k))
+
+    async def download_snapshot(self, name: str, out) -> int:
+        """As Client.download_snapshot."""
+        sink = _ArchiveSink(out)
+        try:
+            call = self._call("Snapshots", "DownloadSnapshot")(pb.DownloadSnapshotRequest(name=name), timeout=self.timeout, metadata=self._metadata)
+            async for chunk in call:
+                if sink.take(chunk):
+                    return sink.written
+            sink.fail("the download ended before the archive's checksum")
+        except grpc.aio.AioRpcError as e:
+            sink.discard()
+            raise from_rpc_error(e) from None
+        except BaseException:
+            sink.discard()
+            raise
 
     async def close(self) -> None:
         await self._channel.close()

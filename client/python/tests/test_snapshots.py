@@ -66,6 +66,34 @@ def test_snapshot_restore_answers_like_the_source(client, server, collection):
         ]
         assert restored_monitors == [(collection, "prod")]
 
+        # The same snapshot downloaded as one archive and restored from it.
+        archive = os.path.join(tmp, "snap.tar")
+        written = client.download_snapshot(name, archive)
+        assert written == os.path.getsize(archive) > info.bytes
+        target3 = os.path.join(tmp, "from-tar")
+        out = subprocess.run([server_binary(), "restore", "--from", archive, "--data-dir", target3], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        again = Server(target3)
+        try:
+            with emberdb.Client(again.addr, timeout=60) as r:
+                got = r.search(collection, "prod", queries[0], k=5, exact=True)
+                assert r.describe(collection, "prod").points == 800
+                if not (want[0].ids >= 800).any():
+                    assert list(got.ids) == list(want[0].ids)
+        finally:
+            again.stop()
+        # A truncated archive is refused and leaves the target empty.
+        cut = os.path.join(tmp, "cut.tar")
+        with open(archive, "rb") as f, open(cut, "wb") as g:
+            g.write(f.read()[: written // 2])
+        target4 = os.path.join(tmp, "from-cut")
+        out = subprocess.run([server_binary(), "restore", "--from", cut, "--data-dir", target4], capture_output=True, text=True, timeout=120)
+        assert out.returncode != 0 and "cut.tar" in out.stderr, out.stderr
+        assert not os.path.exists(target4) or not os.listdir(target4)
+        with pytest.raises(emberdb.NotFound):
+            client.download_snapshot("no-such-snapshot", os.path.join(tmp, "x.tar"))
+        assert not os.path.exists(os.path.join(tmp, "x.tar"))
+
         # A damaged copy: one byte of one SST flipped. Refused, naming the file; the target stays empty.
         bad = os.path.join(tmp, "bad")
         shutil.copytree(src, bad)
