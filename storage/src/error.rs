@@ -63,15 +63,26 @@ impl Error {
     }
 
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        let context = context.into();
+        if source.raw_os_error() == Some(libc::ENOSPC) {
+            return Error::ResourceExhausted(format!("disk full: {context}: {source}"));
+        }
         Error::Io {
-            context: context.into(),
+            context,
             source: Arc::new(source),
         }
     }
 }
 
+/// How RocksDB words an out-of-space failure (its message carries the file it was writing).
+const NO_SPACE: &str = "No space left on device";
+
 impl From<rocksdb::Error> for Error {
     fn from(e: rocksdb::Error) -> Self {
-        Error::Rocks(e.into_string())
+        let msg = e.into_string();
+        if msg.contains(NO_SPACE) {
+            return Error::ResourceExhausted(format!("disk full: {msg}"));
+        }
+        Error::Rocks(msg)
     }
 }
