@@ -543,12 +543,17 @@ impl Client {
         Ok(())
     }
 
-    /// A point-in-time snapshot of the whole server (`name` empty: one is chosen).
-    pub async fn create_snapshot(&mut self, name: &str) -> Result<pb::SnapshotInfo, Status> {
+    /// A point-in-time snapshot of one collection, or of the whole server when `collection` is
+    /// empty (`name` empty: one is chosen).
+    pub async fn create_snapshot(
+        &mut self,
+        name: &str,
+        collection: &str,
+    ) -> Result<pb::SnapshotInfo, Status> {
         self.snapshots
             .create_snapshot(pb::CreateSnapshotRequest {
                 name: name.into(),
-                collection: String::new(),
+                collection: collection.into(),
             })
             .await?
             .into_inner()

@@ -231,6 +231,9 @@ enum SnapshotCmd {
         /// Default: snapshot-<milliseconds since the epoch>.
         #[arg(long, default_value = "")]
         name: String,
+        /// Only this collection (default: every collection).
+        #[arg(long, default_value = "")]
+        collection: String,
     },
     List,
     Delete {
@@ -593,7 +596,9 @@ async fn run() -> anyhow::Result<()> {
         } => ops_cli::check(&mut c, &collection, &version, repair).await?,
         Cmd::Monitor { cmd } => ops_cli::monitor(&mut c, cmd).await?,
         Cmd::Snapshot { cmd } => match cmd {
-            SnapshotCmd::Create { name } => print_snapshot(&c.create_snapshot(&name).await?),
+            SnapshotCmd::Create { name, collection } => {
+                print_snapshot(&c.create_snapshot(&name, &collection).await?)
+            }
             SnapshotCmd::List => {
                 for s in c.list_snapshots().await? {
                     print_snapshot(&s);
@@ -632,8 +637,13 @@ async fn run() -> anyhow::Result<()> {
 }
 
 fn print_snapshot(s: &pb::SnapshotInfo) {
+    let scope = if s.collection.is_empty() {
+        "every collection".to_string()
+    } else {
+        format!("collection {}", s.collection)
+    };
     println!(
-        "{}  created_ms {}  {} files  {} bytes",
+        "{}  {scope}  created_ms {}  {} files  {} bytes",
         s.name, s.created_ms, s.files, s.bytes
     );
     for v in &s.versions {

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::codec::{self, CF_CATALOG, CF_META};
+use crate::codec::{self, CF_CATALOG, CF_META, CF_POINTS};
 use crate::engine::{Engine, now_ms};
 use crate::error::{Error, Result};
 use crate::generation::fsync_dir;
@@ -60,6 +60,9 @@ pub struct BackupManifest {
     pub format: u32,
     pub name: String,
     pub created_ms: i64,
+    /// The one collection the snapshot holds; None: every collection.
+    #[serde(default)]
+    pub collection: Option<String>,
     pub versions: Vec<BackupVersion>,
     pub files: Vec<BackupFile>,
 }
@@ -198,19 +201,44 @@ fn link_generation(src: &crate::generation::IndexDir, dst: &Path) -> Result<Opti
 /// the engine opens a data dir: a checkpoint taken under writes carries a WAL, which this replays
 /// into its own tables (RocksDB's read-only open cannot replay it safely), so a restored server
 /// finds the same points with nothing left to recover. Its files are checksummed after this.
-fn versions_in(db_dir: &Path) -> Result<Vec<BackupVersion>> {
+///
+/// With `keep`, every other collection leaves the checkpoint first: its catalog record, points,
+/// op sequences and monitor specs are deleted and the tables compacted, so the snapshot holds no
+/// byte of another collection's data.
+fn versions_in(db_dir: &Path, keep: Option<&str>) -> Result<Vec<BackupVersion>> {
     let db = crate::engine::open_db(db_dir, false)?;
     let cf = |n: &str| {
         db.cf_handle(n)
             .ok_or_else(|| Error::Internal(format!("column family {n} missing")))
     };
     let mut out = Vec::new();
+    let mut drop_batch = rocksdb::WriteBatch::default();
     for item in db.prefix_iterator_cf(cf(CF_CATALOG)?, b"coll/") {
         let (k, val) = item?;
         if !k.starts_with(b"coll/") {
             break;
         }
         let record = codec::decode_collection_record(&val)?;
+        if keep.is_some_and(|c| c != record.name) {
+            drop_batch.delete_cf(cf(CF_CATALOG)?, &k);
+            for v in record.versions.values() {
+                drop_batch.delete_range_cf(
+                    cf(CF_POINTS)?,
+                    codec::point_key(v.id, 0),
+                    codec::point_key(v.id.saturating_add(1), 0),
+                );
+                drop_batch.delete_cf(cf(CF_META)?, codec::seq_key(v.id));
+            }
+            let prefix = crate::specs::key(&record.name, "");
+            for spec in db.prefix_iterator_cf(cf(CF_META)?, &prefix) {
+                let (sk, _) = spec?;
+                if !sk.starts_with(&prefix) {
+                    break;
+                }
+                drop_batch.delete_cf(cf(CF_META)?, &sk);
+            }
+            continue;
+        }
         for v in record.versions.values() {
             let seq = match db.get_cf(cf(CF_META)?, codec::seq_key(v.id))? {
                 Some(b) => u64::from_le_bytes(b.as_slice().try_into().map_err(|_| {
@@ -226,6 +254,13 @@ fn versions_in(db_dir: &Path) -> Result<Vec<BackupVersion>> {
                 generation: None,
             });
         }
+    }
+    if !drop_batch.is_empty() {
+        db.write(drop_batch)?;
+        for name in [CF_CATALOG, CF_POINTS, CF_META] {
+            db.compact_range_cf(cf(name)?, None::<&[u8]>, None::<&[u8]>);
+        }
+        db.flush_wal(true)?;
     }
     Ok(out)
 }
@@ -494,9 +529,26 @@ impl Engine {
     /// Takes a point-in-time backup of every collection while writes go on (see the module).
     /// ALREADY_EXISTS when a backup of that name exists. On failure nothing is left behind.
     pub fn create_backup(&self, name: &str) -> Result<BackupManifest> {
+        self.create_backup_of(name, None)
+    }
+
+    /// [`Engine::create_backup`] of one collection (`Some`), or of every one (`None`).
+    /// NOT_FOUND when the collection does not exist.
+    pub fn create_backup_of(&self, name: &str, collection: Option<&str>) -> Result<BackupManifest> {
         validate::name("name", name)?;
+        if let Some(c) = collection {
+            validate::name("collection", c)?;
+        }
         let s = self.shared();
         let _catalog = s.catalog_writer.lock().map_err(poisoned)?;
+        if let Some(c) = collection
+            && !s.catalog.read().map_err(poisoned)?.contains_key(c)
+        {
+            return Err(Error::NotFound {
+                kind: "collection",
+                name: c.into(),
+            });
+        }
         let root = self.backups_root();
         let dir = root.join(name);
         if dir.exists() {
@@ -506,19 +558,27 @@ impl Engine {
             });
         }
         fs::create_dir_all(&dir).map_err(io("mkdir", &dir))?;
-        let out = self.fill_backup(name, &dir);
+        let out = self.fill_backup(name, &dir, collection);
         if out.is_err() {
             let _ = fs::remove_dir_all(&dir);
         }
         out
     }
 
-    fn fill_backup(&self, name: &str, dir: &Path) -> Result<BackupManifest> {
+    fn fill_backup(
+        &self,
+        name: &str,
+        dir: &Path,
+        collection: Option<&str>,
+    ) -> Result<BackupManifest> {
         let s = self.shared();
         // 1. Committed generations. No lock: a committed generation's files never change, and
         //    the indexer removes them only after committing the next one, which a retry picks up.
         let mut generations = std::collections::HashMap::new();
         for v in s.versions() {
+            if collection.is_some_and(|c| c != v.collection()) {
+                continue;
+            }
             let dst = dir.join("index").join(v.id().to_string());
             if let Some(g) = link_generation(v.dir(), &dst)? {
                 generations.insert(v.id(), g);
@@ -527,7 +587,7 @@ impl Engine {
         // 2. The checkpoint (it flushes the memtables; the WAL holds nothing it misses).
         let db_dir = dir.join("db");
         rocksdb::checkpoint::Checkpoint::new(&s.db)?.create_checkpoint(&db_dir)?;
-        let mut versions = versions_in(&db_dir)?;
+        let mut versions = versions_in(&db_dir, collection)?;
         for v in &mut versions {
             v.generation = generations.get(&v.id).copied();
         }
@@ -541,6 +601,7 @@ impl Engine {
             format: FORMAT,
             name: name.into(),
             created_ms: now_ms(),
+            collection: collection.map(str::to_string),
             versions,
             files,
         };

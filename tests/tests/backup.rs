@@ -375,3 +375,59 @@ fn archives_restore_and_damaged_archives_are_refused() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A snapshot of one collection holds that collection only: restored, the other collection, its
+/// points and its monitor specs are gone, and the kept one answers as before.
+#[test]
+fn a_collection_snapshot_holds_that_collection_only() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let e = Engine::open(EngineConfig::new(dir.path().join("data")))?;
+    for (c, n) in [("keep", 900u64), ("other", 700)] {
+        e.create_version(c, "v", spec())?;
+        e.upsert(c, "v", &(0..n).map(point).collect::<Vec<_>>())?;
+        e.put_monitor_spec(c, "v", &serde_json::json!({ "collection": c }))?;
+    }
+    assert!(e.wait_indexed("keep", "v", Duration::from_secs(120))?);
+    assert!(e.persist_index("keep", "v")?);
+    let m = e.create_backup_of("one", Some("keep"))?;
+    assert_eq!(m.collection.as_deref(), Some("keep"));
+    assert_eq!(
+        m.versions
+            .iter()
+            .map(|v| (v.collection.as_str(), v.seq))
+            .collect::<Vec<_>>(),
+        [("keep", 900)]
+    );
+    let other_index = format!("index/{}/", e.resolve("other", "v")?.id());
+    assert!(!m.files.iter().any(|f| f.path.starts_with(&other_index)));
+    assert!(matches!(
+        e.create_backup_of("two", Some("ghost")),
+        Err(Error::NotFound { .. })
+    ));
+
+    let restored = dir.path().join("restored");
+    restore_backup(&e.backup_dir("one")?, &restored)?;
+    let r = Engine::open(EngineConfig::new(&restored))?;
+    assert_eq!(
+        r.list_collections()?
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
+        ["keep"]
+    );
+    assert!(matches!(
+        r.describe_version("other", "v"),
+        Err(Error::NotFound { .. })
+    ));
+    let specs = r.monitor_specs::<serde_json::Value>()?;
+    assert_eq!(
+        specs.iter().map(|(k, _)| k.0.as_str()).collect::<Vec<_>>(),
+        ["keep"]
+    );
+    let q = vector(424_242);
+    assert_eq!(
+        r.search("keep", "v", &q, exact(10))?,
+        e.search("keep", "v", &q, exact(10))?
+    );
+    Ok(())
+}

@@ -185,7 +185,7 @@ async fn call(c: &mut Client, rpc: &str) -> Code {
         ),
         "ListMonitors" => code(c.list_monitors(col).await),
         "DeleteMonitor" => code(c.delete_monitor(col, "no-such-version").await),
-        "CreateSnapshot" => code(c.create_snapshot(&format!("s{}", rand_suffix())).await),
+        "CreateSnapshot" => code(c.create_snapshot(&format!("s{}", rand_suffix()), "").await),
         "ListSnapshots" => code(c.list_snapshots().await),
         "DeleteSnapshot" => code(c.delete_snapshot("no-such-snapshot").await),
         "DownloadSnapshot" => {

@@ -479,10 +479,11 @@ class _Api:
 
     # ------------------------------------------------------------------ snapshots (admin)
 
-    def create_snapshot(self, name: Optional[str] = None):
-        """A point-in-time snapshot of the whole server, taken while writes go on; None lets the
-        server name it. Returns SnapshotInfo (versions with the op sequence each holds)."""
-        req = pb.CreateSnapshotRequest(name=name or "")
+    def create_snapshot(self, name: Optional[str] = None, collection: Optional[str] = None):
+        """A point-in-time snapshot, taken while writes go on, of one collection or (None) of the
+        whole server; name None lets the server choose. Returns SnapshotInfo (versions with the
+        op sequence each holds)."""
+        req = pb.CreateSnapshotRequest(name=name or "", collection=collection or "")
         return self._unary("Snapshots", "CreateSnapshot", req, lambda r: from_proto(SnapshotInfo, r.snapshot))
 
     def list_snapshots(self):

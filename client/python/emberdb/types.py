@@ -735,6 +735,7 @@ class SnapshotInfo:
     `emberdb restore --from <data-dir>/snapshots/<name> --data-dir DIR`."""
 
     name: str
+    collection: str
     created_ms: int
     files: int
     bytes: int

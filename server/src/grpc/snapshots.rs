@@ -32,6 +32,7 @@ fn info(m: BackupManifest) -> pb::SnapshotInfo {
     versions.sort_by(|a, b| (&a.collection, &a.version).cmp(&(&b.collection, &b.version)));
     pb::SnapshotInfo {
         name: m.name,
+        collection: m.collection.unwrap_or_default(),
         created_ms: m.created_ms,
         files,
         bytes,
@@ -145,11 +146,6 @@ impl Snapshots for SnapshotsService {
         let caller = Caller::of(&req)?;
         caller.check_server_wide(Role::Admin)?;
         let pb::CreateSnapshotRequest { name, collection } = req.into_inner();
-        if !collection.is_empty() {
-            return Err(Status::invalid_argument(
-                "collection: a snapshot holds the whole server; leave collection empty",
-            ));
-        }
         let name = if name.is_empty() {
             default_name()
         } else {
@@ -160,7 +156,10 @@ impl Snapshots for SnapshotsService {
             .audited("CreateSnapshot", "", &n, Role::Admin, async move {
                 let m = self
                     .blocking
-                    .run(move |e| e.create_backup(&name))
+                    .run(move |e| {
+                        let only = (!collection.is_empty()).then_some(collection.as_str());
+                        e.create_backup_of(&name, only)
+                    })
                     .await?;
                 tracing::info!(snapshot = %m.name, files = m.files.len(), bytes = m.bytes(), "snapshot created");
                 Ok(Response::new(pb::CreateSnapshotResponse {
