@@ -84,6 +84,13 @@ fn a_full_disk_refuses_writes_cleanly_and_a_restart_recovers() -> anyhow::Result
         },
     )?;
     assert_eq!(hits[0].id, 3);
+    // A snapshot on the full disk fails and leaves nothing behind that a listing or a restore
+    // would trust.
+    let snap = e.create_backup("on-full-disk");
+    println!("snapshot on the full disk: {:?}", snap.as_ref().err());
+    assert!(snap.is_err(), "a snapshot succeeded on a full disk");
+    assert!(e.list_backups()?.is_empty());
+    assert!(!dir.path().join("data/snapshots/on-full-disk").exists());
     // Space freed, engine reopened: every acknowledged point is there and writes succeed.
     std::fs::remove_file(&filler)?;
     drop(e);
