@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use crate::codec::{self, CF_CATALOG, CF_META, CF_POINTS};
 use crate::engine::{Engine, now_ms};
 use crate::error::{Error, Result};
-use crate::generation::fsync_dir;
+use crate::generation::{fsync_dir, io};
 use crate::validate;
 use crate::version::poisoned;
 
@@ -71,11 +71,6 @@ impl BackupManifest {
     pub fn bytes(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
     }
-}
-
-fn io(what: &str, p: &Path) -> impl FnOnce(std::io::Error) -> Error {
-    let ctx = format!("{what} {}", p.display());
-    move |e| Error::io(ctx, e)
 }
 
 /// Hex SHA-256 and size of a file, read in 1 MiB blocks.
@@ -240,12 +235,7 @@ fn versions_in(db_dir: &Path, keep: Option<&str>) -> Result<Vec<BackupVersion>> 
             continue;
         }
         for v in record.versions.values() {
-            let seq = match db.get_cf(cf(CF_META)?, codec::seq_key(v.id))? {
-                Some(b) => u64::from_le_bytes(b.as_slice().try_into().map_err(|_| {
-                    Error::DataCorruption(format!("op sequence of version {} is not 8 bytes", v.id))
-                })?),
-                None => 0,
-            };
+            let seq = crate::catalog::read_u64(&db, CF_META, &codec::seq_key(v.id), 0)?;
             out.push(BackupVersion {
                 collection: record.name.clone(),
                 version: v.name.clone(),
@@ -281,8 +271,7 @@ pub fn verify_backup(dir: &Path) -> Result<BackupManifest> {
             want.trim()
         )));
     }
-    let m: BackupManifest = serde_json::from_slice(&body)
-        .map_err(|e| Error::DataCorruption(format!("{}: {e}", mpath.display())))?;
+    let m = parse_manifest(&mpath, &body)?;
     if m.format != FORMAT {
         return Err(Error::DataCorruption(format!(
             "{}: format {} (this server reads {FORMAT})",
@@ -336,30 +325,9 @@ pub fn verify_backup(dir: &Path) -> Result<BackupManifest> {
 /// directory beside `to` and moved into it only once all are there, so on any failure `to` is
 /// left as it was (missing or empty).
 pub fn restore_backup(from: &Path, to: &Path) -> Result<BackupManifest> {
-    if to.exists() {
-        let mut entries = fs::read_dir(to).map_err(io("list", to))?;
-        if entries.next().is_some() {
-            return Err(Error::FailedPrecondition(format!(
-                "{} is not empty; restore writes into an empty (or missing) data directory",
-                to.display()
-            )));
-        }
-    }
+    let staging = staging_beside(to, "restoring")?;
     let m = verify_backup(from)?;
-    let parent = to
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).map_err(io("mkdir", parent))?;
-    let name = to
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "data".into());
-    let staging = parent.join(format!(".{name}.restoring-{}", std::process::id()));
     let copied = (|| -> Result<()> {
-        if staging.exists() {
-            fs::remove_dir_all(&staging).map_err(io("remove", &staging))?;
-        }
         for f in &m.files {
             let dst = staging.join(&f.path);
             if let Some(d) = dst.parent() {
@@ -413,14 +381,10 @@ pub fn write_archive(dir: &Path, out: impl std::io::Write) -> Result<()> {
     let m = read_manifest(dir)?;
     let mut ar = tar::Builder::new(out);
     ar.mode(tar::HeaderMode::Deterministic);
-    let tar_err = |what: &str, p: &Path| {
-        let ctx = format!("{what} {}", p.display());
-        move |e: std::io::Error| Error::io(ctx, e)
-    };
     for name in [MANIFEST_SUM, MANIFEST] {
         let p = dir.join(name);
         ar.append_path_with_name(&p, name)
-            .map_err(tar_err("archive", &p))?;
+            .map_err(io("archive", &p))?;
     }
     for f in &m.files {
         let p = dir.join(&f.path);
@@ -432,9 +396,9 @@ pub fn write_archive(dir: &Path, out: impl std::io::Write) -> Result<()> {
             )));
         }
         ar.append_path_with_name(&p, &f.path)
-            .map_err(tar_err("archive", &p))?;
+            .map_err(io("archive", &p))?;
     }
-    ar.finish().map_err(tar_err("archive", dir))?;
+    ar.finish().map_err(io("archive", dir))?;
     Ok(())
 }
 
@@ -442,21 +406,7 @@ pub fn write_archive(dir: &Path, out: impl std::io::Write) -> Result<()> {
 /// empty): unpacked into a staging directory beside `to` (entries that would leave it are
 /// refused), then restored as [`restore_backup`] does. On any failure `to` stays empty.
 pub fn restore_archive(archive: &Path, to: &Path) -> Result<BackupManifest> {
-    if to.exists() && fs::read_dir(to).map_err(io("list", to))?.next().is_some() {
-        return Err(Error::FailedPrecondition(format!(
-            "{} is not empty; restore writes into an empty (or missing) data directory",
-            to.display()
-        )));
-    }
-    let parent = to
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).map_err(io("mkdir", parent))?;
-    let staging = parent.join(format!(".unpacking-{}", std::process::id()));
-    if staging.exists() {
-        fs::remove_dir_all(&staging).map_err(io("remove", &staging))?;
-    }
+    let staging = staging_beside(to, "unpacking")?;
     let out = (|| {
         fs::create_dir_all(&staging).map_err(io("mkdir", &staging))?;
         let file = fs::File::open(archive).map_err(io("open", archive))?;
@@ -504,8 +454,38 @@ pub fn restore_archive(archive: &Path, to: &Path) -> Result<BackupManifest> {
 fn read_manifest(dir: &Path) -> Result<BackupManifest> {
     let mpath = dir.join(MANIFEST);
     let body = fs::read(&mpath).map_err(io("read", &mpath))?;
-    serde_json::from_slice(&body)
+    parse_manifest(&mpath, &body)
+}
+
+fn parse_manifest(mpath: &Path, body: &[u8]) -> Result<BackupManifest> {
+    serde_json::from_slice(body)
         .map_err(|e| Error::DataCorruption(format!("{}: {e}", mpath.display())))
+}
+
+/// Refuses a non-empty restore target, creates its parent, and returns a fresh staging path
+/// beside it (`.<name>.<tag>-<pid>`, any leftover of a crashed restore removed): staging on the
+/// same file system lets the finished files move in by rename.
+fn staging_beside(to: &Path, tag: &str) -> Result<PathBuf> {
+    if to.exists() && fs::read_dir(to).map_err(io("list", to))?.next().is_some() {
+        return Err(Error::FailedPrecondition(format!(
+            "{} is not empty; restore writes into an empty (or missing) data directory",
+            to.display()
+        )));
+    }
+    let parent = to
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).map_err(io("mkdir", parent))?;
+    let name = to
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "data".into());
+    let staging = parent.join(format!(".{name}.{tag}-{}", std::process::id()));
+    if staging.exists() {
+        fs::remove_dir_all(&staging).map_err(io("remove", &staging))?;
+    }
+    Ok(staging)
 }
 
 impl Engine {
@@ -626,9 +606,7 @@ impl Engine {
         for e in entries.flatten() {
             let mpath = e.path().join(MANIFEST);
             if let Ok(body) = fs::read(&mpath) {
-                let m: BackupManifest = serde_json::from_slice(&body)
-                    .map_err(|err| Error::DataCorruption(format!("{}: {err}", mpath.display())))?;
-                out.push(m);
+                out.push(parse_manifest(&mpath, &body)?);
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -328,17 +328,7 @@ impl Shared {
 
     /// A little-endian u64 stored under `key`, or `default` when absent.
     pub(crate) fn get_u64(&self, cf: &str, key: &[u8], default: u64) -> Result<u64> {
-        match self.db.get_cf(self.cf(cf)?, key)? {
-            Some(b) => Ok(u64::from_le_bytes(b.as_slice().try_into().map_err(
-                |_| {
-                    Error::DataCorruption(format!(
-                        "{cf}/{} is not 8 bytes",
-                        String::from_utf8_lossy(key)
-                    ))
-                },
-            )?)),
-            None => Ok(default),
-        }
+        read_u64(&self.db, cf, key, default)
     }
 
     fn next_id(&self) -> Result<u64> {
@@ -410,5 +400,24 @@ impl Shared {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+/// A little-endian u64 stored under `key` in column family `cf` of `db` (the engine's, or a
+/// snapshot's checkpoint), or `default` when absent.
+pub(crate) fn read_u64(db: &rocksdb::DB, cf: &str, key: &[u8], default: u64) -> Result<u64> {
+    let handle = db
+        .cf_handle(cf)
+        .ok_or_else(|| Error::Internal(format!("column family {cf} missing")))?;
+    match db.get_cf(handle, key)? {
+        Some(b) => Ok(u64::from_le_bytes(b.as_slice().try_into().map_err(
+            |_| {
+                Error::DataCorruption(format!(
+                    "{cf}/{} is not 8 bytes",
+                    String::from_utf8_lossy(key)
+                ))
+            },
+        )?)),
+        None => Ok(default),
     }
 }

@@ -65,7 +65,7 @@ pub struct SlotEntry {
     pub seq: u64,
 }
 
-fn io(ctx: &str, p: &Path) -> impl FnOnce(std::io::Error) -> Error {
+pub(crate) fn io(ctx: &str, p: &Path) -> impl FnOnce(std::io::Error) -> Error {
     let c = format!("{ctx} {}", p.display());
     move |e| Error::io(c, e)
 }
