@@ -564,7 +564,19 @@ impl Engine {
                 generations.insert(v.id(), g);
             }
         }
-        // 2. The checkpoint (it flushes the memtables; the WAL holds nothing it misses).
+        // 2. The checkpoint (it flushes the memtables; the WAL holds nothing it misses). A flush
+        //    that ran out of space would stop RocksDB's writes until it is reopened: refuse first
+        //    unless the memtables (about the size of the WAL) fit above the reserve.
+        let wal_bytes: u64 = std::fs::read_dir(s.config.data_dir.join("db"))
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        s.check_free_space(wal_bytes)?;
         let db_dir = dir.join("db");
         rocksdb::checkpoint::Checkpoint::new(&s.db)?.create_checkpoint(&db_dir)?;
         let mut versions = versions_in(&db_dir, collection)?;

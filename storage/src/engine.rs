@@ -49,6 +49,11 @@ pub struct EngineConfig {
     /// structure is dropped: searches walk the view, and the next insert reloads the graph
     /// from its generation. `None` keeps it resident.
     pub graph_park_after: Option<std::time::Duration>,
+    /// Upserts are refused (RESOURCE_EXHAUSTED) while the data dir's file system has less than
+    /// this free, so RocksDB itself never runs out of space (it would then refuse every write
+    /// until reopened); they succeed again as soon as space is freed. `None`: 5 % of the file
+    /// system's size, at most 256 MiB.
+    pub min_free_disk_bytes: Option<u64>,
 }
 
 impl EngineConfig {
@@ -64,6 +69,7 @@ impl EngineConfig {
             rebuild_dead_fraction: 0.2,
             check_threads: cores,
             graph_park_after: Some(std::time::Duration::from_secs(30)),
+            min_free_disk_bytes: None,
         }
     }
 }
@@ -457,6 +463,32 @@ impl Drop for Engine {
 }
 
 impl Shared {
+    /// Refuses a write of about `bytes` that would leave the data dir's file system with less
+    /// than the reserve free (see [`EngineConfig::min_free_disk_bytes`]). Checked on every
+    /// upsert batch (one `statvfs`), so writes resume the moment space is freed.
+    pub(crate) fn check_free_space(&self, bytes: u64) -> Result<()> {
+        let Ok((free, total)) = crate::os::free_space(&self.config.data_dir) else {
+            return Ok(());
+        };
+        let reserve = self
+            .config
+            .min_free_disk_bytes
+            .unwrap_or_else(|| (total / 20).min(256 << 20));
+        // A write costs its bytes twice before a flush: the WAL and the memtable's SST.
+        if free < reserve.saturating_add(bytes.saturating_mul(2)) {
+            return Err(Error::ResourceExhausted(format!(
+                "disk full: the file system of {} has {:.1} MiB free; a write of {:.1} MiB would \
+                 leave less than the {:.1} MiB kept in reserve. Free space or grow the volume: \
+                 writes resume as soon as there is room",
+                self.config.data_dir.display(),
+                free as f64 / f64::from(1 << 20),
+                bytes as f64 / f64::from(1 << 20),
+                reserve as f64 / f64::from(1 << 20)
+            )));
+        }
+        Ok(())
+    }
+
     pub(crate) fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
         self.db
             .cf_handle(name)

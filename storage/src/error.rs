@@ -81,7 +81,12 @@ impl From<rocksdb::Error> for Error {
     fn from(e: rocksdb::Error) -> Self {
         let msg = e.into_string();
         if msg.contains(NO_SPACE) {
-            return Error::ResourceExhausted(format!("disk full: {msg}"));
+            // Past the engine's own free-space check (another process filled the disk): RocksDB
+            // may then refuse every write until it is reopened.
+            return Error::ResourceExhausted(format!(
+                "disk full: {msg} (if writes still fail once space is freed, restart the server: \
+                 RocksDB stops writing after it has run out of space)"
+            ));
         }
         Error::Rocks(msg)
     }

@@ -516,6 +516,9 @@ pub(crate) fn persist(s: &Shared, v: &Version, st: &mut IndexState) -> Result<bo
             })?
         }
     };
+    // A generation about as large as the vectors and links it covers must not eat the free-space
+    // reserve that keeps RocksDB writing: refused here, the commit is retried later.
+    s.check_free_space(upto as u64 * (v.dim() as u64 * 4 + 256))?;
     let generation = st.generation + 1;
     let dir = v.dir().create_gen_dir(generation)?;
     let basename = ann.dump(&dir)?;

@@ -23,6 +23,27 @@ pub fn lower_thread_priority(nice: i32) {
     }
 }
 
+/// (bytes available to an unprivileged writer, total bytes) of the file system holding `path`.
+pub(crate) fn free_space(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: `c` is a live NUL-terminated string and `st` a zeroed statvfs on our stack that
+    // the call fills in.
+    let (rc, st) = unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        (libc::statvfs(c.as_ptr(), &mut st), st)
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // Linux: all three are u64.
+    let frsize = st.f_frsize;
+    Ok((
+        st.f_bavail.saturating_mul(frsize),
+        st.f_blocks.saturating_mul(frsize),
+    ))
+}
+
 /// Long work a request runs at normal priority (a full consistency check holds the version's writer
 /// lock, so it must not drop to the idle class) calls `tick` per item: every `PACE` of CPU it
 /// gives the core to any thread waiting for it. On a busy machine a search then waits at most

@@ -61,6 +61,7 @@ impl Engine {
             );
         }
         let last = first + points.len() as u64 - 1;
+        s.check_free_space(batch.size_in_bytes() as u64)?;
         commit_ops(s, &v, batch, last)?;
         {
             let mut store = v.store().write().map_err(poisoned)?;
