@@ -8,6 +8,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.protoc_executable(protoc);
     // BTreeMap keeps metadata ordered, so encodings are deterministic.
     config.btree_map(["."]);
+    // Reports an incident bundle records as JSON (and `ember bundle replay` compares field by field).
+    for message in [
+        "DriftReport",
+        "ClassDrift",
+        "Fingerprint",
+        "ShiftScore",
+        "ConfusionReport",
+        "ConfusionPair",
+        "ClassSummary",
+        "MarginReport",
+        "ClassMargin",
+        "LowMarginSample",
+        "MonitorStatus",
+        "MonitorSpec",
+        "Window",
+    ] {
+        config.type_attribute(
+            format!(".emberdb.v1.{message}"),
+            "#[derive(serde::Serialize)]",
+        );
+    }
 
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let protos = [

@@ -34,7 +34,7 @@ impl WindowSpec {
         Ok(())
     }
 
-    fn contains(&self, ts: i64) -> bool {
+    pub(crate) fn contains(&self, ts: i64) -> bool {
         self.from_ms.is_none_or(|f| ts >= f) && self.to_ms.is_none_or(|t| ts < t)
     }
 }
@@ -92,15 +92,13 @@ pub(crate) fn window(v: &Version, spec: &WindowSpec) -> Result<Snapshot> {
     Ok(snap.rows(&keep))
 }
 
-pub(crate) fn drift(
+/// Refuses two windows of different embedding spaces and out-of-range parameters.
+pub(crate) fn check(
     base_v: &Version,
-    base: &WindowSpec,
     cur_v: &Version,
-    cur: &WindowSpec,
     req: &DriftRequest,
     cfg: &EvalConfig,
-    deadline: &Deadline,
-) -> Result<DriftOut> {
+) -> Result<()> {
     if base_v.dim() != cur_v.dim() || base_v.metric() != cur_v.metric() {
         return Err(Error::FailedPrecondition(format!(
             "drift compares vectors of one embedding space: baseline version '{}' is {}-d {}, current version '{}' is {}-d {}; compare neighbour structure with CompareVersions instead",
@@ -127,6 +125,19 @@ pub(crate) fn drift(
             format!("must be between 1 and {MAX_DRIFT_SAMPLE}, got {sample}"),
         ));
     }
+    Ok(())
+}
+
+pub(crate) fn drift(
+    base_v: &Version,
+    base: &WindowSpec,
+    cur_v: &Version,
+    cur: &WindowSpec,
+    req: &DriftRequest,
+    cfg: &EvalConfig,
+    deadline: &Deadline,
+) -> Result<DriftOut> {
+    check(base_v, cur_v, req, cfg)?;
     drift_on(
         &window(base_v, base)?,
         &window(cur_v, cur)?,

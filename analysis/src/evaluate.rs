@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use emberdb_eval::knn::{Exact, Neighbor, all_neighbors, for_each_query};
 use emberdb_eval::{Deadline, EvalError, confusion, margin, project, retrieval, stats};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use emberdb_storage::{Error, Filter, ReadState, Result, SearchParams, Snapshot, Version};
 
@@ -18,7 +18,7 @@ use crate::poisoned;
 
 /// Thresholds, owners and limits of the evaluation endpoints (the `[eval]`
 /// section of the server's config file). Every field has a documented default.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EvalConfig {
     /// Versions with at most this many points are evaluated exactly in AUTO mode.
@@ -622,7 +622,7 @@ impl RecallPlan {
     }
 }
 
-fn margin_out(
+pub(crate) fn margin_out(
     snap: &Snapshot,
     nn: &[Vec<Neighbor>],
     threshold: f64,
@@ -671,7 +671,7 @@ fn margin_out(
     }
 }
 
-fn confusion_out(
+pub(crate) fn confusion_out(
     snap: &Snapshot,
     nn: &[Vec<Neighbor>],
     cfg: &EvalConfig,

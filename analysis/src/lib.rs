@@ -9,6 +9,7 @@
 //! owns its caches (leave-one-out lists), its pools, the verdict rules and the action items.
 //! It knows nothing about gRPC; the server converts at its boundary.
 
+pub mod bundle;
 pub mod canary;
 pub mod drift;
 pub mod evaluate;

@@ -25,6 +25,10 @@ pub struct MonitorSpec {
     pub k: u32,
     pub sample_size: u32,
     pub baseline: Option<WindowSpec>,
+    /// Write an incident bundle when a run's drift score exceeds the drift threshold (the server
+    /// keeps the flight recorder; this only asks for it). Needs a baseline.
+    #[serde(default)]
+    pub record_bundles: bool,
 }
 
 /// One run's measurements.
@@ -177,6 +181,12 @@ impl Analysis {
             return Err(Error::invalid(
                 "spec.sample_size",
                 format!("must be at most {MAX_SAMPLE}, got {}", spec.sample_size),
+            ));
+        }
+        if spec.record_bundles && spec.baseline.is_none() {
+            return Err(Error::invalid(
+                "spec.record_bundles",
+                "bundles record drift incidents; set spec.baseline too",
             ));
         }
         let v = self.engine.resolve(&spec.collection, &spec.version)?;

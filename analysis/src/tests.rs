@@ -65,6 +65,7 @@ fn monitor_spec(baseline: Option<&str>) -> crate::MonitorSpec {
             from_ms: None,
             to_ms: None,
         }),
+        record_bundles: false,
     }
 }
 

@@ -302,6 +302,7 @@ async fn main() -> anyhow::Result<()> {
                             from_ms: None,
                             to_ms: None,
                         }),
+                        record_bundles: false,
                     })
                     .await?;
                 }

@@ -86,22 +86,7 @@ pub fn write_npy_f32(path: &Path, rows: usize, cols: usize, data: &[f32]) -> std
     std::fs::write(path, npy_f32_bytes(rows, cols, data))
 }
 
-/// The bytes of a 2-D float32 `.npy`.
-pub fn npy_f32_bytes(rows: usize, cols: usize, data: &[f32]) -> Vec<u8> {
-    let mut header =
-        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    for x in data {
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out
-}
+pub use emberdb_proto::bundle::npy_f32_bytes;
 
 /// Points from a `.npy` matrix; ids are `id_offset + row`, labels from an optional file.
 pub fn points_from_npy(

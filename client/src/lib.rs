@@ -10,6 +10,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bundle;
 pub mod formats;
 pub mod report;
 
@@ -543,6 +544,47 @@ impl Client {
         Ok(())
     }
 
+    /// Writes an incident bundle (`.tar.gz`) of two windows into `out`, checking the archive's
+    /// SHA-256; returns the bytes written. On any failure `out` is removed.
+    pub async fn export_bundle(
+        &mut self,
+        req: pb::ExportBundleRequest,
+        timeout: Option<std::time::Duration>,
+        out: &std::path::Path,
+    ) -> anyhow::Result<u64> {
+        let stream = self
+            .operations
+            .export_bundle(with_deadline(req, timeout))
+            .await;
+        save_archive(stream, out).await
+    }
+
+    /// Bundles monitors recorded (`record_bundles`), oldest first; of one collection, or of
+    /// every collection the key may read when `collection` is empty.
+    pub async fn list_bundles(&mut self, collection: &str) -> Result<Vec<pb::BundleInfo>, Status> {
+        Ok(self
+            .operations
+            .list_bundles(pb::ListBundlesRequest {
+                collection: collection.into(),
+            })
+            .await?
+            .into_inner()
+            .bundles)
+    }
+
+    /// Downloads a recorded bundle into `out`, checking its SHA-256; returns the bytes written.
+    pub async fn download_bundle(
+        &mut self,
+        name: &str,
+        out: &std::path::Path,
+    ) -> anyhow::Result<u64> {
+        let stream = self
+            .operations
+            .download_bundle(pb::DownloadBundleRequest { name: name.into() })
+            .await;
+        save_archive(stream, out).await
+    }
+
     /// A point-in-time snapshot of one collection, or of the whole server when `collection` is
     /// empty (`name` empty: one is chosen).
     pub async fn create_snapshot(
@@ -577,39 +619,11 @@ impl Client {
         name: &str,
         out: &std::path::Path,
     ) -> anyhow::Result<u64> {
-        use sha2::Digest;
-        use tokio::io::AsyncWriteExt;
-        let result = async {
-            let mut stream = self
-                .snapshots
-                .download_snapshot(pb::DownloadSnapshotRequest { name: name.into() })
-                .await?
-                .into_inner();
-            let mut file = tokio::fs::File::create(out).await?;
-            let mut hash = sha2::Sha256::new();
-            let mut written = 0u64;
-            while let Some(chunk) = stream.message().await? {
-                if !chunk.archive_sha256.is_empty() {
-                    let got: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
-                    anyhow::ensure!(
-                        got == chunk.archive_sha256,
-                        "archive SHA-256 {got}, the server sent {}",
-                        chunk.archive_sha256
-                    );
-                    file.sync_all().await?;
-                    return Ok(written);
-                }
-                hash.update(&chunk.data);
-                file.write_all(&chunk.data).await?;
-                written += chunk.data.len() as u64;
-            }
-            anyhow::bail!("the download ended before the archive's checksum")
-        }
-        .await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(out).await;
-        }
-        result
+        let stream = self
+            .snapshots
+            .download_snapshot(pb::DownloadSnapshotRequest { name: name.into() })
+            .await;
+        save_archive(stream, out).await
     }
 
     pub async fn delete_snapshot(&mut self, name: &str) -> Result<(), Status> {
@@ -618,6 +632,56 @@ impl Client {
             .await?;
         Ok(())
     }
+}
+
+/// A chunk of a streamed archive: bytes, or (last) the archive's hex SHA-256.
+trait ArchiveChunk {
+    fn parts(self) -> (Vec<u8>, String);
+}
+
+impl ArchiveChunk for pb::SnapshotChunk {
+    fn parts(self) -> (Vec<u8>, String) {
+        (self.data, self.archive_sha256)
+    }
+}
+
+impl ArchiveChunk for pb::BundleChunk {
+    fn parts(self) -> (Vec<u8>, String) {
+        (self.data, self.archive_sha256)
+    }
+}
+
+/// Writes a streamed archive to `out`, checking its SHA-256; `out` is removed on any failure.
+async fn save_archive<C: ArchiveChunk>(
+    stream: Result<tonic::Response<tonic::Streaming<C>>, Status>,
+    out: &std::path::Path,
+) -> anyhow::Result<u64> {
+    use sha2::Digest;
+    use tokio::io::AsyncWriteExt;
+    let result = async {
+        let mut stream = stream?.into_inner();
+        let mut file = tokio::fs::File::create(out).await?;
+        let mut hash = sha2::Sha256::new();
+        let mut written = 0u64;
+        while let Some(chunk) = stream.message().await? {
+            let (data, sha) = chunk.parts();
+            if !sha.is_empty() {
+                let got: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+                anyhow::ensure!(got == sha, "archive SHA-256 {got}, the server sent {sha}");
+                file.sync_all().await?;
+                return Ok(written);
+            }
+            hash.update(&data);
+            file.write_all(&data).await?;
+            written += data.len() as u64;
+        }
+        anyhow::bail!("the download ended before the archive's checksum")
+    }
+    .await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(out).await;
+    }
+    result
 }
 
 /// Why a connection could not be made.

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use emberdb_client::{Client, Metric, SearchOptions, formats, pb};
 use indicatif::{ProgressBar, ProgressStyle};
 
+mod bundle_cli;
 mod ops_cli;
 
 #[derive(Debug, Parser)]
@@ -213,6 +214,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: SnapshotCmd,
     },
+    /// Incident bundles: export the evidence of a drift incident, replay it anywhere.
+    Bundle {
+        #[command(subcommand)]
+        cmd: bundle_cli::BundleCmd,
+    },
     /// Point an alias at a version, or delete it with --delete.
     Alias {
         collection: String,
@@ -311,6 +317,11 @@ pub(crate) enum Outcome {
     /// Ctrl-C: the call was abandoned, and the server stops an evaluation whose client left.
     #[error("cancelled")]
     Cancelled,
+    /// `ember bundle replay` did not reproduce the bundle.
+    #[error(
+        "the replay differs from the bundle: {figures} figure(s) differ, {files} file(s) fail their checksum"
+    )]
+    ReplayDiffers { figures: usize, files: usize },
 }
 
 impl Outcome {
@@ -318,6 +329,7 @@ impl Outcome {
         match self {
             Outcome::Inconsistent(_) => 2,
             Outcome::Cancelled => 130,
+            Outcome::ReplayDiffers { .. } => 3,
         }
     }
 }
@@ -397,6 +409,18 @@ async fn run() -> anyhow::Result<()> {
             _ => None,
         },
     };
+    // A replay starts its own server unless --server names one: it connects by itself.
+    if let Cmd::Bundle {
+        cmd:
+            bundle_cli::BundleCmd::Replay {
+                file,
+                server,
+                emberdb,
+            },
+    } = cli.cmd
+    {
+        return bundle_cli::replay(file, server, emberdb, opts).await;
+    }
     let mut c = Client::connect_with(cli.addr.clone(), opts)
         .await
         .with_context(|| format!("connecting to {}", cli.addr))?;
@@ -613,6 +637,7 @@ async fn run() -> anyhow::Result<()> {
                 println!("snapshot {name}: {n} bytes written to {}", out.display());
             }
         },
+        Cmd::Bundle { cmd } => bundle_cli::run(&mut c, cmd).await?,
         Cmd::Alias {
             collection,
             alias,

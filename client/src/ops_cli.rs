@@ -51,6 +51,10 @@ pub enum MonitorCmd {
         /// Drift baseline window, VERSION[@FROM_MS..TO_MS].
         #[arg(long, value_parser = parse_window)]
         baseline: Option<pb::Window>,
+        /// Write an incident bundle under <data-dir>/bundles/ when the drift score crosses the
+        /// threshold (needs --baseline; at most one per [bundles] min_interval_s).
+        #[arg(long, requires = "baseline")]
+        record_bundles: bool,
     },
     /// List monitors and their last results.
     List {
@@ -256,6 +260,7 @@ pub async fn monitor(c: &mut Client, cmd: MonitorCmd) -> anyhow::Result<()> {
             k,
             sample_size,
             baseline,
+            record_bundles,
         } => {
             let replaced = c
                 .set_monitor(pb::MonitorSpec {
@@ -265,6 +270,7 @@ pub async fn monitor(c: &mut Client, cmd: MonitorCmd) -> anyhow::Result<()> {
                     k,
                     sample_size,
                     baseline,
+                    record_bundles,
                 })
                 .await?;
             println!(

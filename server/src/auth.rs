@@ -309,7 +309,8 @@ pub fn method_role(path: &str) -> Option<Role> {
         | "DeleteSnapshot" => Role::Admin,
         "ListCollections" | "DescribeVersion" | "Get" | "Search" | "SearchBatch" | "Recall"
         | "Margin" | "Confusion" | "Actions" | "Project" | "Drift" | "CompareVersions"
-        | "CheckConsistency" | "ListMonitors" => Role::Reader,
+        | "CheckConsistency" | "ListMonitors" | "ExportBundle" | "ListBundles"
+        | "DownloadBundle" => Role::Reader,
         // Unknown methods are answered UNIMPLEMENTED by the router, but only to admins.
         _ => Role::Admin,
     })
@@ -467,6 +468,13 @@ version_scoped!(
 );
 
 impl VersionScoped for pb::DriftRequest {
+    fn scope(&self) -> (&str, &str) {
+        let current = self.current.as_ref().map_or("", |w| w.version.as_str());
+        (&self.collection, current)
+    }
+}
+
+impl VersionScoped for pb::ExportBundleRequest {
     fn scope(&self) -> (&str, &str) {
         let current = self.current.as_ref().map_or("", |w| w.version.as_str());
         (&self.collection, current)

@@ -5,6 +5,7 @@
 //! types and the storage engine; business logic lives in `emberdb-storage`.
 
 pub mod auth;
+pub mod bundle;
 pub mod error;
 pub mod grpc;
 pub mod metrics;
@@ -40,6 +41,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// Concurrency and memory limits of evaluations (the `[limits]` table).
     pub limits: LimitsConfig,
+    /// The flight recorder's limits (the `[bundles]` table).
+    pub bundles: bundle::BundlesConfig,
     /// How long a committed, idle version keeps hnsw_rs's graph in memory (`--graph-park-after-s`);
     /// `None` keeps it resident.
     pub graph_park_after: Option<std::time::Duration>,
@@ -119,6 +122,7 @@ impl ServerConfig {
             keys: Arc::new(auth::Keyring::default()),
             tls: None,
             limits: LimitsConfig::default(),
+            bundles: bundle::BundlesConfig::default(),
             graph_park_after: EngineConfig::new("").graph_park_after,
         }
     }
@@ -132,6 +136,7 @@ pub struct ConfigFile {
     pub metrics: MetricsConfig,
     pub auth: auth::AuthConfig,
     pub limits: LimitsConfig,
+    pub bundles: bundle::BundlesConfig,
 }
 
 impl ConfigFile {
@@ -192,9 +197,14 @@ pub async fn run(
         })
     });
 
+    let recorder = Arc::new(bundle::FlightRecorder::new(
+        &config.data_dir,
+        config.bundles.clone(),
+        metrics.bundles_written.clone(),
+    ));
     let monitor_task = {
         let rx = stop_tx.subscribe();
-        tokio::spawn(monitors::run(analysis.clone(), rx))
+        tokio::spawn(monitors::run(analysis.clone(), recorder.clone(), rx))
     };
 
     tracing::info!(addr = %grpc.local_addr()?, "serving gRPC");
@@ -214,6 +224,7 @@ pub async fn run(
             keys: config.keys.clone(),
             tls: config.tls.clone(),
             max_concurrent_evaluations: config.limits.max_concurrent_evaluations,
+            recorder,
         },
         shutdown,
     );

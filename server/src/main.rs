@@ -166,6 +166,7 @@ fn main() -> anyhow::Result<()> {
                 keys: std::sync::Arc::new(keys),
                 tls,
                 limits: file.limits,
+                bundles: file.bundles,
                 graph_park_after: if args.graph_park_after_s < 0.0 {
                     None
                 } else {

@@ -35,7 +35,10 @@ pub const METHODS: &[&str] = &[
     "/emberdb.v1.Operations/CheckConsistency",
     "/emberdb.v1.Operations/CompareVersions",
     "/emberdb.v1.Operations/DeleteMonitor",
+    "/emberdb.v1.Operations/DownloadBundle",
     "/emberdb.v1.Operations/Drift",
+    "/emberdb.v1.Operations/ExportBundle",
+    "/emberdb.v1.Operations/ListBundles",
     "/emberdb.v1.Operations/ListMonitors",
     "/emberdb.v1.Operations/SetMonitor",
     "/emberdb.v1.Points/Delete",
@@ -44,6 +47,10 @@ pub const METHODS: &[&str] = &[
     "/emberdb.v1.Points/SearchBatch",
     "/emberdb.v1.Points/Upsert",
     "/emberdb.v1.Points/UpsertStream",
+    "/emberdb.v1.Snapshots/CreateSnapshot",
+    "/emberdb.v1.Snapshots/DeleteSnapshot",
+    "/emberdb.v1.Snapshots/DownloadSnapshot",
+    "/emberdb.v1.Snapshots/ListSnapshots",
     "/grpc.health.v1.Health/Check",
     "/grpc.health.v1.Health/Watch",
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
@@ -87,6 +94,7 @@ pub struct Metrics {
     pub graphs_parked: IntCounter,
     pub graphs_reloaded: IntCounter,
     pub evaluations_cancelled: IntCounter,
+    pub bundles_written: IntCounter,
     /// Search latency by collection and the version that answered (aliases resolved).
     pub search_latency: HistogramVec,
     // Monitor results, labelled as the monitor names the version.
@@ -295,6 +303,11 @@ impl Metrics {
             "Parked graphs loaded back from their committed generation for new inserts",
         )?;
         registry.register(Box::new(graphs_reloaded.clone()))?;
+        let bundles_written = IntCounter::new(
+            "emberdb_bundles_written_total",
+            "Incident bundles the flight recorder wrote under <data-dir>/bundles/ (monitors with record_bundles whose drift score crossed the threshold)",
+        )?;
+        registry.register(Box::new(bundles_written.clone()))?;
         Ok(Arc::new(Metrics {
             registry,
             requests,
@@ -305,6 +318,7 @@ impl Metrics {
             graphs_parked,
             graphs_reloaded,
             evaluations_cancelled,
+            bundles_written,
             search_latency,
             recall_at_k,
             precision_at_1,

@@ -1,5 +1,6 @@
 //! Runs due monitors, one at a time, on a blocking thread (their searches use
-//! the engine's query pool, their math the analysis monitor thread). Results stay in the
+//! the engine's query pool, their math the analysis monitor thread), and hands each result to
+//! the flight recorder (a drift bundle when the score crossed the threshold). Results stay in the
 //! analysis service; `/metrics` reads
 //! them at scrape time, so a deleted monitor's series disappear with it.
 
@@ -9,10 +10,16 @@ use std::time::Duration;
 use emberdb_analysis::Analysis;
 use tokio::sync::broadcast;
 
+use crate::bundle::FlightRecorder;
+
 /// How often the scheduler looks for due monitors.
 const TICK: Duration = Duration::from_millis(250);
 
-pub async fn run(analysis: Arc<Analysis>, mut stop: broadcast::Receiver<()>) {
+pub async fn run(
+    analysis: Arc<Analysis>,
+    recorder: Arc<FlightRecorder>,
+    mut stop: broadcast::Receiver<()>,
+) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -21,9 +28,12 @@ pub async fn run(analysis: Arc<Analysis>, mut stop: broadcast::Receiver<()>) {
             _ = tick.tick() => {}
         }
         for spec in analysis.due_monitors() {
-            let a = analysis.clone();
+            let (a, rec) = (analysis.clone(), recorder.clone());
             let run = tokio::task::spawn_blocking(move || {
                 let r = a.run_monitor(&spec);
+                if let Ok(result) = &r {
+                    rec.after_run(&a, &spec, result);
+                }
                 (spec, r)
             });
             tokio::select! {

@@ -8,6 +8,14 @@ use crate::error::Result;
 use crate::store::Store;
 use crate::version::{Version, poisoned};
 
+fn space_of(metric: Metric) -> Space {
+    match metric {
+        Metric::L2 => Space::L2,
+        Metric::Cosine => Space::Cosine,
+        Metric::Dot => Space::Dot,
+    }
+}
+
 /// A version's live points, ordered by id (so "lower row" means "lower id").
 pub struct Snapshot {
     /// Op sequence the snapshot reflects.
@@ -112,11 +120,7 @@ impl Snapshot {
             label_names: store.label_names().to_vec(),
             vectors: Vec::with_capacity(n * store.dim()),
             dim: store.dim(),
-            space: match v.metric() {
-                Metric::L2 => Space::L2,
-                Metric::Cosine => Space::Cosine,
-                Metric::Dot => Space::Dot,
-            },
+            space: space_of(v.metric()),
         }
     }
 
@@ -141,6 +145,50 @@ impl Snapshot {
         }
         self.label_names = label_names;
         self
+    }
+
+    /// The snapshot a version holding exactly `points` (ids ascending, vectors as stored) would
+    /// give at `seq`: vectors prepared for `metric` the way the store prepares them, labels
+    /// numbered in name order. An evaluation of it equals one of a server that imported them.
+    pub fn from_points(
+        metric: Metric,
+        dim: usize,
+        seq: u64,
+        points: &[crate::PointOutput],
+    ) -> Snapshot {
+        let mut names = vec![String::new()];
+        let mut ids_of: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
+        ids_of.insert("", 0);
+        let mut snap = Snapshot {
+            seq,
+            ids: Vec::with_capacity(points.len()),
+            vectors: Vec::with_capacity(points.len() * dim),
+            labels: Vec::with_capacity(points.len()),
+            label_names: Vec::new(),
+            timestamps: Vec::with_capacity(points.len()),
+            dim,
+            space: space_of(metric),
+        };
+        let mut rows = Vec::with_capacity(points.len());
+        for p in points {
+            let at = snap.vectors.len();
+            snap.vectors
+                .extend_from_slice(p.vector.as_deref().unwrap_or(&[]));
+            snap.vectors.resize(at + dim, 0.0);
+            if metric == Metric::Cosine {
+                crate::distance::normalize(&mut snap.vectors[at..]);
+            }
+            let next = names.len() as u32;
+            let l = *ids_of.entry(p.label.as_str()).or_insert(next);
+            if l == next {
+                names.push(p.label.clone());
+            }
+            snap.labels.push(l);
+            snap.timestamps.push(p.timestamp_ms);
+            rows.push((p.id, 0));
+        }
+        snap.label_names = names;
+        snap.finish(rows)
     }
 
     pub fn data(&self) -> Data<'_> {

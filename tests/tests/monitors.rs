@@ -43,6 +43,7 @@ fn spec(interval_s: u32) -> pb::MonitorSpec {
             from_ms: Some(0),
             to_ms: Some(1),
         }),
+        record_bundles: false,
     }
 }
 
@@ -385,6 +386,7 @@ async fn issue_11_failing_monitor_exports_no_stale_slis() -> anyhow::Result<()> 
             from_ms: None,
             to_ms: None,
         }),
+        record_bundles: false,
     })
     .await?;
     let status = |c: &mut Client| {

@@ -197,6 +197,35 @@ async fn call(c: &mut Client, rpc: &str) -> Code {
                     .map_or(Code::Unknown, |s| s.code()),
             }
         }
+        "ExportBundle" => {
+            let out = std::env::temp_dir().join(format!("emberdb-bundle-{}.tar.gz", rand_suffix()));
+            let req = pb::ExportBundleRequest {
+                collection: col.into(),
+                current: win("v1"),
+                baseline: win("v1"),
+                include_points: true,
+                sample_size: Some(50),
+                ..Default::default()
+            };
+            let got = match c.export_bundle(req, None, &out).await {
+                Ok(_) => Code::Ok,
+                Err(e) => e
+                    .downcast_ref::<tonic::Status>()
+                    .map_or(Code::Unknown, |s| s.code()),
+            };
+            let _ = std::fs::remove_file(&out);
+            got
+        }
+        "ListBundles" => code(c.list_bundles(col).await),
+        "DownloadBundle" => {
+            let out = std::env::temp_dir().join(format!("emberdb-dlb-{}.tar.gz", rand_suffix()));
+            match c.download_bundle(&format!("{col}.v1.1.tar.gz"), &out).await {
+                Ok(_) => Code::Ok,
+                Err(e) => e
+                    .downcast_ref::<tonic::Status>()
+                    .map_or(Code::Unknown, |s| s.code()),
+            }
+        }
         other => panic!("no call for {other}"),
     }
 }
@@ -267,7 +296,7 @@ async fn auth_matrix_every_rpc_every_caller() -> anyhow::Result<()> {
         .collect();
     rpcs.push("CompareVersions+promote".into());
     rpcs.push("CheckConsistency+repair".into());
-    assert_eq!(rpcs.len(), 28 + 2);
+    assert_eq!(rpcs.len(), 31 + 2);
 
     let callers: [(&str, Option<&str>); 6] = [
         ("no key", None),

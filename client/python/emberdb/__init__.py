@@ -37,6 +37,7 @@ from .types import (
     Projection,
     RecallReport,
     SnapshotInfo,
+    BundleInfo,
     VersionInfo,
     Window,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "Projection",
     "RecallReport",
     "SnapshotInfo",
+    "BundleInfo",
     "VersionInfo",
     "Window",
 ]

@@ -33,6 +33,7 @@ from .types import (
     Projection,
     RecallReport,
     SnapshotInfo,
+    BundleInfo,
     VersionInfo,
     enum_number,
     from_proto,
@@ -75,6 +76,9 @@ _RESPONSES = {
     ("Snapshots", "ListSnapshots"): "ListSnapshotsResponse",
     ("Snapshots", "DeleteSnapshot"): "DeleteSnapshotResponse",
     ("Snapshots", "DownloadSnapshot"): "SnapshotChunk",
+    ("Operations", "ExportBundle"): "BundleChunk",
+    ("Operations", "ListBundles"): "ListBundlesResponse",
+    ("Operations", "DownloadBundle"): "BundleChunk",
 }
 
 
@@ -256,7 +260,7 @@ class _Api:
             path = f"/emberdb.v1.{service}/{rpc}"
             if rpc == "Search":  # read by _hits straight from the bytes
                 c = self._channel.unary_unary(path, request_serializer=_serialize)
-            elif rpc == "DownloadSnapshot":
+            elif rpc in ("DownloadSnapshot", "ExportBundle", "DownloadBundle"):
                 c = self._channel.unary_stream(path, request_serializer=_serialize, response_deserializer=resp.FromString)
             elif rpc == "UpsertStream":
                 c = self._channel.stream_unary(path, request_serializer=_serialize, response_deserializer=resp.FromString)
@@ -434,6 +438,23 @@ class _Api:
         )
         return self._unary("Operations", "Drift", req, lambda r: from_proto(DriftReport, r))
 
+    @staticmethod
+    def _bundle_request(collection, current, baseline, k, include_points, max_points, threshold, calibrate, sample_size, seed):
+        return _set(
+            pb.ExportBundleRequest(
+                collection=collection,
+                current=window_proto(parse_window(current, "current")),
+                baseline=window_proto(parse_window(baseline, "baseline")),
+                include_points=bool(include_points),
+                calibrate=bool(calibrate),
+            ),
+            k=_opt_u32(k, "k"),
+            max_points=_opt_u32(max_points, "max_points"),
+            threshold=_opt_f64(threshold, "threshold"),
+            sample_size=_opt_u32(sample_size, "sample_size"),
+            seed=_opt_u64(seed, "seed"),
+        )
+
     def compare_versions(self, collection: str, baseline_version: str, candidate_version: str, k=None, sample_size=None, seed=None, promote_alias=None):
         """Canary comparison over the shared ids with a PROMOTE / HOLD / ROLLBACK verdict; on
         PROMOTE, `promote_alias` moves to the candidate in the same call."""
@@ -455,15 +476,18 @@ class _Api:
         req = pb.CheckConsistencyRequest(collection=collection, version=version, repair=bool(repair))
         return self._unary("Operations", "CheckConsistency", req, lambda r: from_proto(ConsistencyReport, r))
 
-    def set_monitor(self, collection: str, version: str, interval_s: int = 60, k=None, sample_size=None, baseline=None):
+    def set_monitor(self, collection: str, version: str, interval_s: int = 60, k=None, sample_size=None, baseline=None, record_bundles: bool = False):
         """Schedules recall / label / drift / consistency SLIs for a version every interval_s
-        seconds; returns True when it replaced a monitor of the same version."""
+        seconds; returns True when it replaced a monitor of the same version. With
+        `record_bundles` (needs a baseline) the server writes an incident bundle under
+        <data-dir>/bundles/ when the drift score crosses its threshold."""
         spec = pb.MonitorSpec(
             collection=collection,
             version=version,
             interval_s=_wire._uint32(interval_s, "interval_s"),
             k=_opt_u32(k, "k") or 0,
             sample_size=_opt_u32(sample_size, "sample_size") or 0,
+            record_bundles=bool(record_bundles),
         )
         if baseline is not None:
             spec.baseline.CopyFrom(window_proto(parse_window(baseline, "baseline")))
@@ -485,6 +509,12 @@ class _Api:
         op sequence each holds)."""
         req = pb.CreateSnapshotRequest(name=name or "", collection=collection or "")
         return self._unary("Snapshots", "CreateSnapshot", req, lambda r: from_proto(SnapshotInfo, r.snapshot))
+
+    def list_bundles(self, collection: str = ""):
+        """Incident bundles monitors recorded (record_bundles), oldest first: of one collection,
+        or of every collection the key may read."""
+        req = pb.ListBundlesRequest(collection=collection)
+        return self._unary("Operations", "ListBundles", req, lambda r: [from_proto(BundleInfo, b) for b in r.bundles])
 
     def list_snapshots(self):
         return self._unary("Snapshots", "ListSnapshots", pb.ListSnapshotsRequest(), lambda r: [from_proto(SnapshotInfo, s) for s in r.snapshots])
@@ -597,9 +627,12 @@ class Client(_Api):
         """Downloads a snapshot as one tar archive to the path `out`, checked against the server's
         SHA-256; returns the bytes written. `emberdb restore --from out --data-dir DIR` restores
         it. On any failure the partial file is removed."""
+        return self._save_archive("Snapshots", "DownloadSnapshot", pb.DownloadSnapshotRequest(name=name), out)
+
+    def _save_archive(self, service: str, rpc: str, req, out) -> int:
         sink = _ArchiveSink(out)
         try:
-            for chunk in self._call("Snapshots", "DownloadSnapshot")(pb.DownloadSnapshotRequest(name=name), timeout=self.timeout, metadata=self._metadata):
+            for chunk in self._call(service, rpc)(req, timeout=self.timeout, metadata=self._metadata):
                 if sink.take(chunk):
                     return sink.written
             sink.fail("the download ended before the archive's checksum")
@@ -610,6 +643,18 @@ class Client(_Api):
             sink.discard()
             raise
 
+    def export_bundle(self, collection: str, current, baseline, out, k=None, include_points: bool = True, max_points=None, threshold=None, calibrate: bool = False, sample_size=None, seed=None) -> int:
+        """Writes an incident bundle (.tar.gz) of two windows ("VERSION[@FROM_MS..TO_MS]" or
+        Window) to the path `out`, checked against the server's SHA-256; returns the bytes written.
+        `ember bundle replay out` reproduces its figures. On any failure the partial file is removed."""
+        req = self._bundle_request(collection, current, baseline, k, include_points, max_points, threshold, calibrate, sample_size, seed)
+        return self._save_archive("Operations", "ExportBundle", req, out)
+
+    def download_bundle(self, name: str, out) -> int:
+        """Downloads a recorded bundle (see list_bundles) to the path `out`, checked against the
+        server's SHA-256; returns the bytes written."""
+        return self._save_archive("Operations", "DownloadBundle", pb.DownloadBundleRequest(name=name), out)
+
     def __enter__(self) -> "Client":
         return self
 
@@ -618,7 +663,7 @@ class Client(_Api):
 
 
 class _ArchiveSink:
-    """Writes a downloaded snapshot archive to `out`, hashing as it goes; `take` returns True at
+    """Writes a downloaded archive (snapshot or bundle) to `out`, hashing as it goes; `take` returns True at
     the final chunk once the SHA-256 matched. `discard` removes the partial file."""
 
     def __init__(self, out):
@@ -719,10 +764,12 @@ class AsyncClient(_Api):
 
     async def download_snapshot(self, name: str, out) -> int:
         """As Client.download_snapshot."""
+        return await self._save_archive("Snapshots", "DownloadSnapshot", pb.DownloadSnapshotRequest(name=name), out)
+
+    async def _save_archive(self, service: str, rpc: str, req, out) -> int:
         sink = _ArchiveSink(out)
         try:
-            call = self._call("Snapshots", "DownloadSnapshot")(pb.DownloadSnapshotRequest(name=name), timeout=self.timeout, metadata=self._metadata)
-            async for chunk in call:
+            async for chunk in self._call(service, rpc)(req, timeout=self.timeout, metadata=self._metadata):
                 if sink.take(chunk):
                     return sink.written
             sink.fail("the download ended before the archive's checksum")
@@ -732,6 +779,15 @@ class AsyncClient(_Api):
         except BaseException:
             sink.discard()
             raise
+
+    async def export_bundle(self, collection: str, current, baseline, out, k=None, include_points: bool = True, max_points=None, threshold=None, calibrate: bool = False, sample_size=None, seed=None) -> int:
+        """As Client.export_bundle."""
+        req = self._bundle_request(collection, current, baseline, k, include_points, max_points, threshold, calibrate, sample_size, seed)
+        return await self._save_archive("Operations", "ExportBundle", req, out)
+
+    async def download_bundle(self, name: str, out) -> int:
+        """As Client.download_bundle."""
+        return await self._save_archive("Operations", "DownloadBundle", pb.DownloadBundleRequest(name=name), out)
 
     async def close(self) -> None:
         await self._channel.close()

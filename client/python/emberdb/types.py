@@ -696,6 +696,7 @@ class MonitorSpec:
     k: int
     sample_size: int
     baseline: Optional[Window]
+    record_bundles: bool
     raw: Any = dataclasses.field(repr=False)
 
 
@@ -746,6 +747,19 @@ class SnapshotInfo:
 SnapshotInfo._nested = {"versions": SnapshotVersion}
 
 
+@_frozen
+class BundleInfo:
+    """An incident bundle a monitor recorded (`record_bundles`); fetch it with
+    `download_bundle(name, out)` and replay it with `ember bundle replay`."""
+
+    name: str
+    collection: str
+    version: str
+    created_ms: int
+    bytes: int
+    raw: Any = dataclasses.field(repr=False)
+
+
 MIRRORS = {
     HnswParams: "HnswParams",
     VersionInfo: "VersionInfo",
@@ -771,4 +785,5 @@ MIRRORS = {
     MonitorStatus: "MonitorStatus",
     SnapshotVersion: "SnapshotVersion",
     SnapshotInfo: "SnapshotInfo",
+    BundleInfo: "BundleInfo",
 }

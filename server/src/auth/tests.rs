@@ -120,6 +120,9 @@ fn every_rpc_has_a_role() {
         "CompareVersions",
         "CheckConsistency",
         "ListMonitors",
+        "ExportBundle",
+        "ListBundles",
+        "DownloadBundle",
     ];
     for f in &fds.file {
         for s in &f.service {

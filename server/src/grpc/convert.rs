@@ -1,6 +1,8 @@
 //! Proto ↔ domain conversions. Proto structs are destructured without `..`, so a
 //! new field fails to compile until it is handled here.
 
+use emberdb_analysis::drift::{DriftOut, ShiftKind, WindowSpec};
+use emberdb_analysis::monitor::{MonitorSpec, MonitorStatus};
 use emberdb_proto::v1 as pb;
 use emberdb_storage::{
     CollectionInfo, Filter, Hit, IndexStatus, Metric, PointInput, PointOutput, VersionInfo,
@@ -365,5 +367,96 @@ pub fn actions_report(
                 }
             })
             .collect(),
+    }
+}
+
+pub fn window_pb(w: WindowSpec) -> pb::Window {
+    pb::Window {
+        version: w.version,
+        from_ms: w.from_ms,
+        to_ms: w.to_ms,
+    }
+}
+
+pub fn kind_pb(k: ShiftKind) -> pb::ShiftKind {
+    match k {
+        ShiftKind::MeanShift => pb::ShiftKind::MeanShift,
+        ShiftKind::ScaleChange => pb::ShiftKind::ScaleChange,
+        ShiftKind::VarianceCollapse => pb::ShiftKind::VarianceCollapse,
+        ShiftKind::NewCluster => pb::ShiftKind::NewCluster,
+        ShiftKind::ClassMixChange => pb::ShiftKind::ClassMixChange,
+        ShiftKind::Unknown => pb::ShiftKind::Unknown,
+    }
+}
+
+pub fn drift_report(r: DriftOut) -> pb::DriftReport {
+    pb::DriftReport {
+        baseline_points: r.baseline_points,
+        current_points: r.current_points,
+        centroid_euclidean: r.centroid_euclidean,
+        centroid_cosine: r.centroid_cosine,
+        classes: r
+            .classes
+            .into_iter()
+            .map(|c| pb::ClassDrift {
+                label: c.label,
+                baseline_count: c.baseline_count,
+                current_count: c.current_count,
+                euclidean: c.euclidean,
+                cosine: c.cosine,
+            })
+            .collect(),
+        ks_max: r.ks_max,
+        ks_mean: r.ks_mean,
+        ks_drifted_share: r.ks_drifted_share,
+        mmd2: r.mmd2,
+        mmd_sample: r.mmd_sample,
+        norm_shift: r.norm_shift,
+        norm_ratio: r.norm_ratio,
+        drift_score: r.drift_score,
+        threshold: r.threshold,
+        threshold_calibrated: r.threshold_calibrated,
+        drifted: r.drifted,
+        fingerprint: Some(pb::Fingerprint {
+            primary: kind_pb(r.primary) as i32,
+            scores: r
+                .scores
+                .into_iter()
+                .map(|(kind, z, statistic)| pb::ShiftScore {
+                    kind: kind_pb(kind) as i32,
+                    z,
+                    statistic,
+                })
+                .collect(),
+        }),
+        calibration_splits: r.calibration_splits,
+    }
+}
+
+pub fn spec_pb(s: MonitorSpec) -> pb::MonitorSpec {
+    pb::MonitorSpec {
+        collection: s.collection,
+        version: s.version,
+        interval_s: s.interval_s,
+        k: s.k,
+        sample_size: s.sample_size,
+        baseline: s.baseline.map(window_pb),
+        record_bundles: s.record_bundles,
+    }
+}
+
+pub fn status_pb(m: MonitorStatus) -> pb::MonitorStatus {
+    let r = m.result.unwrap_or_default();
+    pb::MonitorStatus {
+        spec: Some(spec_pb(m.spec)),
+        last_run_ms: m.last_run_ms,
+        recall_at_k: r.recall_at_k,
+        precision_at_1: r.precision_at_1,
+        low_margin_fraction: r.low_margin_fraction,
+        drift_score: r.drift_score,
+        consistent: r.consistent,
+        points: r.points,
+        last_error: m.last_error,
+        last_duration_ms: m.last_duration_ms,
     }
 }

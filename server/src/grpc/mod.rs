@@ -1,5 +1,6 @@
 //! The gRPC server: services, tower layers, health, reflection, limits, shutdown.
 
+mod archive;
 mod blocking;
 mod collections;
 pub mod convert;
@@ -32,6 +33,8 @@ pub struct ServeOptions {
     pub keys: Arc<Keyring>,
     pub tls: Option<crate::TlsFiles>,
     pub max_concurrent_evaluations: usize,
+    /// Where monitors' bundles are (ListBundles, DownloadBundle).
+    pub recorder: Arc<crate::bundle::FlightRecorder>,
 }
 
 /// Serves gRPC on `listener` until `shutdown` resolves, then drains in-flight requests.
@@ -62,6 +65,7 @@ pub async fn serve(
     .max_encoding_message_size(max_message_bytes);
     let operations = OperationsServer::new(operations::OperationsService {
         blocking: blocking.clone(),
+        recorder: opts.recorder.clone(),
     })
     .max_decoding_message_size(max_message_bytes)
     .max_encoding_message_size(max_message_bytes);

@@ -3,20 +3,24 @@
 
 use std::sync::Arc;
 
+use emberdb_analysis::bundle::BundleRequest;
 use emberdb_analysis::canary::{CompareOut, CompareRequest, Verdict, VersionQuality};
-use emberdb_analysis::drift::{DriftOut, DriftRequest, ShiftKind, WindowSpec};
-use emberdb_analysis::monitor::{MonitorSpec, MonitorStatus};
+use emberdb_analysis::drift::{DriftRequest, WindowSpec};
+use emberdb_analysis::monitor::MonitorSpec;
 use emberdb_proto::v1 as pb;
 use emberdb_proto::v1::operations_server::Operations;
 use emberdb_storage::consistency::{ChecksumState, ConsistencyOut};
 use tonic::{Request, Response, Status};
 
+use super::archive::{ChunkStream, stream_archive};
 use super::blocking::Blocking;
+use super::convert::{drift_report, status_pb};
 use super::evaluation::deadline;
 use crate::auth::{self, Caller, Role};
 
 pub struct OperationsService {
     pub blocking: Arc<Blocking>,
+    pub recorder: Arc<crate::bundle::FlightRecorder>,
 }
 
 fn window(w: Option<pb::Window>, field: &str) -> Result<WindowSpec, Status> {
@@ -26,69 +30,6 @@ fn window(w: Option<pb::Window>, field: &str) -> Result<WindowSpec, Status> {
         from_ms: w.from_ms,
         to_ms: w.to_ms,
     })
-}
-
-fn window_pb(w: WindowSpec) -> pb::Window {
-    pb::Window {
-        version: w.version,
-        from_ms: w.from_ms,
-        to_ms: w.to_ms,
-    }
-}
-
-fn kind_pb(k: ShiftKind) -> pb::ShiftKind {
-    match k {
-        ShiftKind::MeanShift => pb::ShiftKind::MeanShift,
-        ShiftKind::ScaleChange => pb::ShiftKind::ScaleChange,
-        ShiftKind::VarianceCollapse => pb::ShiftKind::VarianceCollapse,
-        ShiftKind::NewCluster => pb::ShiftKind::NewCluster,
-        ShiftKind::ClassMixChange => pb::ShiftKind::ClassMixChange,
-        ShiftKind::Unknown => pb::ShiftKind::Unknown,
-    }
-}
-
-fn drift_report(r: DriftOut) -> pb::DriftReport {
-    pb::DriftReport {
-        baseline_points: r.baseline_points,
-        current_points: r.current_points,
-        centroid_euclidean: r.centroid_euclidean,
-        centroid_cosine: r.centroid_cosine,
-        classes: r
-            .classes
-            .into_iter()
-            .map(|c| pb::ClassDrift {
-                label: c.label,
-                baseline_count: c.baseline_count,
-                current_count: c.current_count,
-                euclidean: c.euclidean,
-                cosine: c.cosine,
-            })
-            .collect(),
-        ks_max: r.ks_max,
-        ks_mean: r.ks_mean,
-        ks_drifted_share: r.ks_drifted_share,
-        mmd2: r.mmd2,
-        mmd_sample: r.mmd_sample,
-        norm_shift: r.norm_shift,
-        norm_ratio: r.norm_ratio,
-        drift_score: r.drift_score,
-        threshold: r.threshold,
-        threshold_calibrated: r.threshold_calibrated,
-        drifted: r.drifted,
-        fingerprint: Some(pb::Fingerprint {
-            primary: kind_pb(r.primary) as i32,
-            scores: r
-                .scores
-                .into_iter()
-                .map(|(kind, z, statistic)| pb::ShiftScore {
-                    kind: kind_pb(kind) as i32,
-                    z,
-                    statistic,
-                })
-                .collect(),
-        }),
-        calibration_splits: r.calibration_splits,
-    }
 }
 
 fn verdict_pb(v: Verdict) -> pb::Verdict {
@@ -176,33 +117,6 @@ pub fn consistency_report(r: ConsistencyOut) -> pb::ConsistencyReport {
         repaired: r.repaired,
         before_repair: r.before_repair.map(|b| Box::new(consistency_report(*b))),
         findings: r.findings,
-    }
-}
-
-fn spec_pb(s: MonitorSpec) -> pb::MonitorSpec {
-    pb::MonitorSpec {
-        collection: s.collection,
-        version: s.version,
-        interval_s: s.interval_s,
-        k: s.k,
-        sample_size: s.sample_size,
-        baseline: s.baseline.map(window_pb),
-    }
-}
-
-fn status_pb(m: MonitorStatus) -> pb::MonitorStatus {
-    let r = m.result.unwrap_or_default();
-    pb::MonitorStatus {
-        spec: Some(spec_pb(m.spec)),
-        last_run_ms: m.last_run_ms,
-        recall_at_k: r.recall_at_k,
-        precision_at_1: r.precision_at_1,
-        low_margin_fraction: r.low_margin_fraction,
-        drift_score: r.drift_score,
-        consistent: r.consistent,
-        points: r.points,
-        last_error: m.last_error,
-        last_duration_ms: m.last_duration_ms,
     }
 }
 
@@ -328,6 +242,7 @@ impl Operations for OperationsService {
                         from_ms: w.from_ms,
                         to_ms: w.to_ms,
                     }),
+                    record_bundles: s.record_bundles,
                 };
                 let replaced = self.blocking.analyze(move |a| a.set_monitor(spec)).await?;
                 Ok(Response::new(pb::SetMonitorResponse { replaced }))
@@ -369,5 +284,106 @@ impl Operations for OperationsService {
                 Ok(Response::new(pb::DeleteMonitorResponse {}))
             })
             .await
+    }
+
+    type ExportBundleStream = ChunkStream<pb::BundleChunk>;
+
+    async fn export_bundle(
+        &self,
+        req: Request<pb::ExportBundleRequest>,
+    ) -> Result<Response<Self::ExportBundleStream>, Status> {
+        auth::check_scoped(&req, Role::Reader)?;
+        let ticket = self.blocking.eval_permit()?;
+        let budget = ticket.budget(deadline(&req));
+        let r = req.into_inner();
+        let br = BundleRequest {
+            collection: r.collection,
+            baseline: window(r.baseline, "baseline")?,
+            current: window(r.current, "current")?,
+            examples: r.k,
+            max_points: r.max_points,
+            drift: DriftRequest {
+                threshold: r.threshold,
+                calibrate: r.calibrate,
+                sample_size: r.sample_size,
+                seed: r.seed,
+            },
+        };
+        let include_points = r.include_points;
+        // The figures and the files are made before the stream starts (errors are statuses);
+        // the archive is then packed on a blocking thread at the client's pace.
+        let files = self
+            .blocking
+            .analyze(move |a| {
+                let data = a.bundle(&br, budget)?;
+                Ok(crate::bundle::render(
+                    data,
+                    &crate::bundle::Render {
+                        reason: "ExportBundle".into(),
+                        include_points,
+                    },
+                ))
+            })
+            .await?;
+        drop(ticket);
+        Ok(Response::new(stream_archive(move |w| {
+            crate::bundle::write_tar_gz(&files, w)
+                .map_err(|e| Status::unavailable(format!("writing the bundle: {e}")))
+        })))
+    }
+
+    async fn list_bundles(
+        &self,
+        req: Request<pb::ListBundlesRequest>,
+    ) -> Result<Response<pb::ListBundlesResponse>, Status> {
+        let caller = Caller::of(&req)?;
+        let pb::ListBundlesRequest { collection } = req.into_inner();
+        if !collection.is_empty() {
+            caller.check(Role::Reader, &collection)?;
+        }
+        let recorder = self.recorder.clone();
+        let all = tokio::task::spawn_blocking(move || recorder.list())
+            .await
+            .map_err(|_| Status::internal("listing bundles failed; see server log"))?;
+        let bundles = all
+            .into_iter()
+            .filter(|b| collection.is_empty() || b.collection == collection)
+            .filter(|b| caller.check(Role::Reader, &b.collection).is_ok())
+            .map(|b| pb::BundleInfo {
+                name: b.name,
+                collection: b.collection,
+                version: b.version,
+                created_ms: b.created_ms,
+                bytes: b.bytes,
+            })
+            .collect();
+        Ok(Response::new(pb::ListBundlesResponse { bundles }))
+    }
+
+    type DownloadBundleStream = ChunkStream<pb::BundleChunk>;
+
+    async fn download_bundle(
+        &self,
+        req: Request<pb::DownloadBundleRequest>,
+    ) -> Result<Response<Self::DownloadBundleStream>, Status> {
+        let caller = Caller::of(&req)?;
+        let pb::DownloadBundleRequest { name } = req.into_inner();
+        let Some(parsed) = crate::bundle::Recorded::parse(&name) else {
+            return Err(Status::invalid_argument(format!(
+                "name: not a recorded bundle's name (<collection>.<version>.<ms>.tar.gz): {name:?}"
+            )));
+        };
+        // The caller may read the collection before it learns whether the bundle exists.
+        caller.check(Role::Reader, &parsed.collection)?;
+        let Some((_, path)) = self.recorder.path_of(&name) else {
+            return Err(Status::not_found(format!("bundle {name} not found")));
+        };
+        Ok(Response::new(stream_archive(move |w| {
+            let mut f = std::fs::File::open(&path)
+                .map_err(|e| Status::not_found(format!("bundle {name}: {e}")))?;
+            std::io::copy(&mut f, w)
+                .map(|_| ())
+                .map_err(|e| Status::unavailable(format!("reading bundle {name}: {e}")))
+        })))
     }
 }

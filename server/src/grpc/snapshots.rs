@@ -2,7 +2,6 @@
 //! Every call spans the whole server, so each needs an admin key without a collection limit, and
 //! create and delete are audited.
 
-use std::pin::Pin;
 use std::sync::Arc;
 
 use emberdb_proto::v1 as pb;
@@ -48,54 +47,7 @@ fn default_name() -> String {
     format!("snapshot-{ms}")
 }
 
-/// Bytes per streamed chunk.
-const CHUNK: usize = 1 << 20;
-
-/// A `Write` that hands full chunks to the stream (blocking when the client reads slowly: a
-/// bounded channel, so a download never buffers the archive in memory) and hashes everything.
-struct ChunkWriter {
-    tx: tokio::sync::mpsc::Sender<Result<pb::SnapshotChunk, Status>>,
-    buf: Vec<u8>,
-    hash: sha2::Sha256,
-}
-
-impl ChunkWriter {
-    fn send(&mut self, chunk: pb::SnapshotChunk) -> std::io::Result<()> {
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
-    }
-
-    fn flush_chunk(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        self.send(pb::SnapshotChunk {
-            data,
-            archive_sha256: String::new(),
-        })
-    }
-}
-
-impl std::io::Write for ChunkWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        use sha2::Digest;
-        self.hash.update(b);
-        self.buf.extend_from_slice(b);
-        if self.buf.len() >= CHUNK {
-            self.flush_chunk()?;
-        }
-        Ok(b.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-type ChunkStream =
-    Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::SnapshotChunk, Status>> + Send>>;
+type ChunkStream = super::archive::ChunkStream<pb::SnapshotChunk>;
 
 #[tonic::async_trait]
 impl Snapshots for SnapshotsService {
@@ -108,35 +60,10 @@ impl Snapshots for SnapshotsService {
         Caller::of(&req)?.check_server_wide(Role::Admin)?;
         let pb::DownloadSnapshotRequest { name } = req.into_inner();
         let dir = self.blocking.run(move |e| e.backup_dir(&name)).await?;
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
         // Packing reads and hashes every file: a blocking thread, paced by the client's reads.
-        tokio::task::spawn_blocking(move || {
-            use sha2::Digest;
-            let mut w = ChunkWriter {
-                tx: tx.clone(),
-                buf: Vec::with_capacity(CHUNK),
-                hash: sha2::Sha256::new(),
-            };
-            let packed = emberdb_storage::backup::write_archive(&dir, &mut w)
-                .map_err(crate::error::to_status)
-                .and_then(|()| {
-                    w.flush_chunk()
-                        .map_err(|e| Status::unavailable(e.to_string()))
-                });
-            let last = packed.map(|()| pb::SnapshotChunk {
-                data: Vec::new(),
-                archive_sha256: w
-                    .hash
-                    .finalize()
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect(),
-            });
-            let _ = tx.blocking_send(last);
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(Response::new(super::archive::stream_archive(move |w| {
+            emberdb_storage::backup::write_archive(&dir, w).map_err(crate::error::to_status)
+        })))
     }
 
     async fn create_snapshot(
