@@ -77,6 +77,12 @@ pub struct BundleData {
     pub eval_config: EvalConfig,
 }
 
+/// Working memory of one bundled window of `n` points: about four copies of its vectors (points
+/// read back, the prepared snapshot, the `.npy` file, the archive) plus row bookkeeping.
+pub fn window_bytes(n: usize, dim: usize) -> u64 {
+    n as u64 * (4 * dim as u64 * 4 + 256)
+}
+
 /// What [`Analysis::gather`] read: the checked parameters, both windows' points, the monitors.
 struct Gathered {
     examples: u32,
@@ -230,6 +236,22 @@ impl Analysis {
         } else {
             (0..snap.len()).collect()
         };
+        // The bundled vectors live in several copies at once (the points read back, the prepared
+        // snapshot, the rendered files): refuse before reading what would not fit in half the
+        // evaluation memory limit (the other half is the other window's).
+        let need = window_bytes(rows.len(), v.dim());
+        if let Some(limit) = self.config.eval.exact_memory_bytes
+            && need > limit / 2
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "a bundle of {} points x {} dimensions per window needs about {} MiB, over the \
+                 server's limit of {} MiB ([limits] evaluation_memory_bytes); lower max_points",
+                rows.len(),
+                v.dim(),
+                (2 * need).div_ceil(1 << 20),
+                limit / (1 << 20)
+            )));
+        }
         let ids: Vec<u64> = rows.iter().map(|&r| snap.ids[r]).collect();
         let mut points = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(MAX_BATCH) {

@@ -319,6 +319,8 @@ impl FlightRecorder {
     }
 
     /// Called after every successful monitor run; writes a bundle when it should. Blocking.
+    /// A failed attempt (logged) counts against the interval too, so a bundle that cannot be
+    /// made (say, over the memory limit) is not retried on every run.
     pub fn after_run(&self, analysis: &Analysis, spec: &MonitorSpec, result: &MonitorResult) {
         let threshold = analysis.eval_config().drift_threshold;
         let (Some(score), Some(baseline)) = (result.drift_score, spec.baseline.as_ref()) else {

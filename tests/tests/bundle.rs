@@ -425,3 +425,36 @@ async fn export_bundle_samples_windows_and_replays_on_a_running_server() -> anyh
     server.stop().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_over_the_memory_limit_is_refused_before_it_is_read() -> anyhow::Result<()> {
+    let server = TestServer::start_with(|c| c.limits.evaluation_memory_bytes = 256 << 10).await?;
+    let mut c = server.client().await?;
+    c.create_version("cams", "v1", DIM as u32, Metric::L2)
+        .await?;
+    put(&mut c, "v1", draw(2000, 5, 0.0, 0, 0)).await?;
+    let dir = tempfile::tempdir()?;
+    let req = pb::ExportBundleRequest {
+        collection: "cams".into(),
+        current: window("v1", None, None),
+        baseline: window("v1", None, None),
+        include_points: true,
+        ..Default::default()
+    };
+    let e = c
+        .export_bundle(req.clone(), None, &dir.path().join("b.tar.gz"))
+        .await
+        .expect_err("over the limit");
+    let s = e.downcast_ref::<tonic::Status>().expect("a status");
+    assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}");
+    assert!(s.message().contains("max_points"), "{s:?}");
+    // A smaller cap fits.
+    let small = pb::ExportBundleRequest {
+        max_points: Some(100),
+        ..req
+    };
+    c.export_bundle(small, None, &dir.path().join("b.tar.gz"))
+        .await?;
+    server.stop().await?;
+    Ok(())
+}
