@@ -264,10 +264,15 @@ fn compare_values(path: &str, rec: &Value, got: &Value, out: &mut Comparison) {
     }
 }
 
+/// A `ShiftKind` number as its name (the number itself when unknown).
+pub fn shift_kind_name(k: i32) -> String {
+    pb::ShiftKind::try_from(k).map_or_else(|_| k.to_string(), |k| k.as_str_name().to_string())
+}
+
 fn kind_name(v: &Value) -> String {
     v.as_i64()
-        .and_then(|k| pb::ShiftKind::try_from(k as i32).ok())
-        .map_or_else(|| v.to_string(), |k| k.as_str_name().to_string())
+        .and_then(|k| i32::try_from(k).ok())
+        .map_or_else(|| v.to_string(), shift_kind_name)
 }
 
 /// Replays `b` on `c` in `collection` (which must not exist): creates the two versions as the

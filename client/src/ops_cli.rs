@@ -4,6 +4,7 @@ use crate::Spin;
 use std::time::Duration;
 
 use clap::Subcommand;
+use emberdb_client::bundle::shift_kind_name;
 use emberdb_client::{Client, pb};
 
 /// A window argument: `VERSION[@FROM_MS..TO_MS]`, either bound may be empty.
@@ -65,10 +66,6 @@ pub enum MonitorCmd {
     Delete { collection: String, version: String },
 }
 
-fn kind_name(k: i32) -> String {
-    pb::ShiftKind::try_from(k).map_or_else(|_| k.to_string(), |k| k.as_str_name().to_string())
-}
-
 pub async fn drift(c: &mut Client, req: pb::DriftRequest, timeout: Duration) -> anyhow::Result<()> {
     let r = c.drift(req, Some(timeout)).spin("drift").await?;
     let fp = r.fingerprint.clone().unwrap_or_default();
@@ -82,7 +79,7 @@ pub async fn drift(c: &mut Client, req: pb::DriftRequest, timeout: Duration) -> 
         } else {
             ""
         },
-        kind_name(fp.primary)
+        shift_kind_name(fp.primary)
     );
     println!(
         "points: baseline {}  current {}",
@@ -106,7 +103,7 @@ pub async fn drift(c: &mut Client, req: pb::DriftRequest, timeout: Duration) -> 
     for s in &fp.scores {
         println!(
             "  {:<20} z {:>8.2}  statistic {:.4}",
-            kind_name(s.kind),
+            shift_kind_name(s.kind),
             s.z,
             s.statistic
         );

@@ -38,7 +38,8 @@ fn json(v: &impl serde::Serialize) -> Vec<u8> {
     out
 }
 
-fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch (0 before it).
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

@@ -41,10 +41,7 @@ fn info(m: BackupManifest) -> pb::SnapshotInfo {
 
 /// The name a snapshot gets when the request leaves it empty.
 fn default_name() -> String {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    format!("snapshot-{ms}")
+    format!("snapshot-{}", crate::bundle::now_ms())
 }
 
 type ChunkStream = super::archive::ChunkStream<pb::SnapshotChunk>;
